@@ -1,0 +1,1 @@
+"""The bapas services, one bounded context each; they share only events."""

@@ -1,0 +1,1 @@
+"""The audit service. Read-only: any case's history as it was on any date, verified."""

@@ -1,0 +1,1 @@
+"""The guidance service. The three-stage guidance path: litmas, TPP decisions, programs, sessions, closure."""

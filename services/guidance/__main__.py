@@ -1,0 +1,8 @@
+"""Composition root: `python -m services.guidance`."""
+
+from shared.runtime import main
+
+from .app import definition
+
+if __name__ == "__main__":
+    main(definition)

@@ -1,0 +1,1 @@
+"""The notification service. Agency subscriptions, signed deliveries, the agency feed, officer e-mail."""

@@ -1,0 +1,1 @@
+"""The registration service. Receives clients into guidance: identity, legal basis, officer assignment, address, transfers."""

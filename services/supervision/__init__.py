@@ -1,0 +1,1 @@
+"""The supervision service. Reporting plans (wajib lapor), visits, missed reports and violations."""

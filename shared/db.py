@@ -1,0 +1,87 @@
+"""PostgreSQL: the pool, and the kernel's own tables inside each service's schema."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+__all__ = ["create_pool", "ensure_kernel_tables", "quote_ident", "TRANSIENT_DB_ERRORS"]
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Errors that say nothing about the event being applied: retry the whole batch later.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+
+
+def quote_ident(name: str) -> str:
+    """Schema and table names come from code and settings, never from requests; still check."""
+    if not _IDENT.match(name):
+        raise ValueError(f"{name!r} is not a plain lower-case SQL identifier")
+    return f'"{name}"'
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                     command_timeout=30)
+
+
+KERNEL_DDL = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.projection_checkpoints (
+    projection text NOT NULL,
+    tag        text NOT NULL,
+    stream     text NOT NULL,
+    position   bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, tag, stream)
+);
+CREATE TABLE IF NOT EXISTS {s}.projection_versions (
+    projection   text PRIMARY KEY,
+    active_tag   text,
+    building_tag text,
+    generation   integer NOT NULL DEFAULT 0,
+    switched_at  timestamptz
+);
+CREATE TABLE IF NOT EXISTS {s}.projection_parked (
+    projection      text NOT NULL,
+    tag             text NOT NULL,
+    subject         text NOT NULL,
+    status          text NOT NULL CHECK (status IN ('retrying', 'parked')),
+    attempts        integer NOT NULL,
+    next_attempt_at timestamptz,
+    first_stream    text NOT NULL,
+    first_seq       bigint NOT NULL,
+    last_error      text NOT NULL,
+    held_since      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, tag, subject)
+);
+CREATE TABLE IF NOT EXISTS {s}.projection_held_events (
+    projection text NOT NULL,
+    tag        text NOT NULL,
+    stream     text NOT NULL,
+    seq        bigint NOT NULL,
+    subject    text NOT NULL,
+    headers    jsonb NOT NULL,
+    body       bytea NOT NULL,
+    PRIMARY KEY (projection, tag, stream, seq)
+);
+"""
+
+
+async def ensure_kernel_tables(conn: asyncpg.Connection, schema: str) -> None:
+    # Two services starting at once may race on CREATE ... IF NOT EXISTS; serialise them.
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('bapas.kernel_ddl'))")
+        await conn.execute(KERNEL_DDL.format(s=quote_ident(schema)))

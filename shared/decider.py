@@ -1,0 +1,104 @@
+"""Deciders and the command runner: load -> decide -> append, re-deciding on conflict.
+
+A decider is three pure things: an initial state, `decide(command, state) -> events` and
+`evolve(state, event) -> state`. The runner is the only place that does IO around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+import structlog
+
+from .errors import ConcurrencyError, DomainConflict
+from .events import Event, Metadata, NewEvent, RecordedEvent
+from .ids import new_id
+from .metrics import KernelMetrics
+from .store import AppendResult, CaseVersion, EventStore
+from .streams import CaseRef
+
+__all__ = ["Decider", "CommandRunner", "Decision"]
+
+C = TypeVar("C")
+S = TypeVar("S")
+log = structlog.get_logger("bapas.decider")
+
+
+@dataclass(frozen=True, slots=True)
+class Decider(Generic[C, S]):
+    initial_state: S
+    decide: Callable[[C, S], Sequence[Event]]
+    evolve: Callable[[S, Event], S]
+
+    def fold(self, events: Sequence[Event], state: S | None = None) -> S:
+        s = self.initial_state if state is None else state
+        for e in events:
+            s = self.evolve(s, e)
+        return s
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[S]):
+    """What a command did: the events now stored (possibly none) and the case after them."""
+
+    events: list[RecordedEvent]
+    state: S
+    version: CaseVersion
+    duplicate: bool = False
+
+
+class CommandRunner(Generic[C, S]):
+    """Runs commands against one context's decider, with bounded retries on conflict."""
+
+    def __init__(self, store: EventStore, context: str, decider: Decider[C, S], *,
+                 max_attempts: int = 5, metrics: KernelMetrics | None = None) -> None:
+        self.store = store
+        self.context = context
+        self.decider = decider
+        self.max_attempts = max_attempts
+        self._metrics = metrics or KernelMetrics()
+
+    async def load_state(self, ref: CaseRef) -> tuple[S, CaseVersion, list[RecordedEvent]]:
+        loaded = await self.store.load(self.context, ref)
+        return self.decider.fold([e.data for e in loaded.events]), loaded.version, loaded.events
+
+    async def run(self, ref: CaseRef, command: C, meta: Metadata, *,
+                  at: datetime | None = None,
+                  event_id: Callable[[int], str] | None = None) -> Decision[S]:
+        """Decide `command` on the case and append the outcome.
+
+        Event ids are fixed on the first attempt and reused by every retry, so that an append
+        whose answer was lost is recognised as ours. `event_id(i)` gives deterministic ids
+        (reactions); events whose ids the case already holds are not appended again.
+        """
+        ids: list[str] = []
+        name = type(command).__name__
+        for attempt in range(1, self.max_attempts + 1):
+            state, version, history = await self.load_state(ref)
+            produced = list(self.decider.decide(command, state))
+            while len(ids) < len(produced):
+                ids.append(event_id(len(ids)) if event_id else new_id())
+            held = {e.id for e in history}
+            when = at or datetime.now(UTC)
+            new = [NewEvent(ids[i], ev, when, meta)
+                   for i, ev in enumerate(produced) if ids[i] not in held]
+            if not new:
+                self._metrics.decisions.labels(name, "unchanged").inc()
+                return Decision([], state, version, duplicate=bool(produced))
+            try:
+                result: AppendResult = await self.store.append(self.context, ref, new, version)
+            except ConcurrencyError:
+                log.info("decision conflicted; deciding again", command=name, attempt=attempt,
+                         client_id=ref.client_id)
+                continue
+            for ev in result.events:
+                state = self.decider.evolve(state, ev.data)
+            self._metrics.decisions.labels(name, "appended").inc()
+            return Decision(result.events, state, result.version, result.duplicate)
+        self._metrics.decisions.labels(name, "conflict").inc()
+        raise DomainConflict(
+            f"the case changed {self.max_attempts} times while this command was being decided; "
+            "try again", rule="concurrent_change")

@@ -1,0 +1,1 @@
+"""The local platform: embedded servers and the `bapas up` supervisor."""

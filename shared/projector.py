@@ -1,0 +1,715 @@
+"""Read models and reactions: durable pull consumers with exactly-once effect.
+
+A projection consumes one or more context streams. Each fetched batch is applied in one
+PostgreSQL transaction together with the projection's checkpoint (the last stream sequence
+applied); messages are acked only after the commit. Events at or below the checkpoint are
+skipped, so a crash anywhere loses nothing and applies nothing twice.
+
+The checkpoint in PostgreSQL is the truth; the JetStream consumer is only a cursor. Whenever
+a consumer session starts (start-up, leadership, after an error) the cursor is checked
+against the checkpoint and recreated at `checkpoint + 1` if it ran ahead, so messages
+delivered to a process that died are delivered again at once, in order.
+
+A poison event (one that fails while others succeed) holds its case: the event and the
+case's later events are stored in `projection_held_events`, other cases flow on, and the case
+is retried with growing delays. After the last retry it is parked: visible in
+`projection_parked`, in /readyz and in the metrics, and released by an operator.
+
+Projections carry a version. A new version (or a requested rebuild) builds new tables from
+the beginning of the streams while the old ones keep answering, and switches the views over
+when the new build has caught up. During such a rebuild handlers see `replaying = True` and
+must not cause side effects.
+
+A reactor is the same machinery with no tables: it appends its own context's events in
+answer to another context's, with deterministic ids, and its checkpoint moves only after the
+appends were acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import asyncpg
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from .db import TRANSIENT_DB_ERRORS, quote_ident
+from .envelope import parse_ce_type
+from .errors import EventDecodeError, KernelError
+from .events import Event, EventCatalog, RecordedEvent
+from .metrics import KernelMetrics
+from .store import decode_message
+from .streams import Topology
+
+__all__ = ["Projection", "Reactor", "Writer", "ProjectionRunner", "ProjectionStatus",
+           "parked_cases", "release_parked"]
+
+log = structlog.get_logger("bapas.projector")
+
+Handler = Callable[..., Awaitable[None]]
+TRANSIENT: tuple[type[BaseException], ...] = TRANSIENT_DB_ERRORS + (
+    nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+)
+_TAG = re.compile(r"^v(\d+)_(\d+)$")
+
+
+class Projection:
+    """A read model named for the question it answers.
+
+    `tables` maps logical table names to DDL with `{table}` standing for the physical,
+    versioned name. Handlers write through a `Writer`, naming tables as `{logical}` in SQL.
+    Queries read the view `<schema>.<logical>`, which always points at the active version.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    contexts: ClassVar[tuple[str, ...]]
+    tables: ClassVar[dict[str, str]] = {}
+
+    def handlers(self) -> Mapping[type[Event], Handler]:
+        """Event type -> `async def handler(writer, event)`."""
+        raise NotImplementedError
+
+
+class Reactor:
+    """Acts on another context's events by appending its own (deterministic ids)."""
+
+    name: ClassVar[str]
+    contexts: ClassVar[tuple[str, ...]]
+
+    def handlers(self) -> Mapping[type[Event], Handler]:
+        """Event type -> `async def handler(event)`."""
+        raise NotImplementedError
+
+
+class Writer:
+    """Buffers a projection's writes and sends them pipelined (`executemany` per run of equal
+    statements, in order). Reads flush the buffer first, so a handler sees its own writes."""
+
+    def __init__(self, conn: asyncpg.Connection, names: Mapping[str, str], replaying: bool,
+                 sql_cache: dict[str, str]) -> None:
+        self._conn = conn
+        self._names = names
+        self._cache = sql_cache
+        self._ops: list[tuple[str, tuple]] = []
+        self.replaying = replaying
+
+    def sql(self, template: str) -> str:
+        sql = self._cache.get(template)
+        if sql is None:
+            sql = self._cache[template] = template.format_map(self._names)
+        return sql
+
+    def execute(self, template: str, *args: Any) -> None:
+        self._ops.append((self.sql(template), args))
+
+    async def fetch(self, template: str, *args: Any) -> list[asyncpg.Record]:
+        await self.flush()
+        return await self._conn.fetch(self.sql(template), *args)
+
+    async def fetchrow(self, template: str, *args: Any) -> asyncpg.Record | None:
+        await self.flush()
+        return await self._conn.fetchrow(self.sql(template), *args)
+
+    async def fetchval(self, template: str, *args: Any) -> Any:
+        await self.flush()
+        return await self._conn.fetchval(self.sql(template), *args)
+
+    async def flush(self) -> None:
+        ops, self._ops = self._ops, []
+        i = 0
+        while i < len(ops):
+            sql = ops[i][0]
+            j = i + 1
+            while j < len(ops) and ops[j][0] is sql:
+                j += 1
+            if j - i == 1:
+                await self._conn.execute(sql, *ops[i][1])
+            else:
+                await self._conn.executemany(sql, [args for _, args in ops[i:j]])
+            i = j
+
+
+@dataclass(slots=True)
+class _Item:
+    stream: str
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class _SlowPath(Exception):
+    """The fast path met a held case or a failing event: redo the batch event by event."""
+
+
+@dataclass
+class ProjectionStatus:
+    name: str
+    kind: str
+    role: str = "starting"
+    active_tag: str | None = None
+    building_tag: str | None = None
+    lag: dict[str, int | None] = field(default_factory=dict)
+    held_cases: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "role": self.role,
+                "active": self.active_tag, "building": self.building_tag,
+                "lag": self.lag, "held_cases": self.held_cases, "last_error": self.last_error}
+
+
+class ProjectionRunner:
+    """Runs one projection or reactor for a service: leadership, versions, loops."""
+
+    def __init__(self, target: Projection | Reactor, *, nc: NATS, pool: asyncpg.Pool,
+                 topology: Topology, schema: str, catalog: EventCatalog,
+                 metrics: KernelMetrics | None = None, batch_size: int = 256,
+                 fetch_wait: float = 0.5, retry_delays: Sequence[float] = (1.0, 5.0, 30.0),
+                 ack_wait: float = 30.0, standby_poll: float = 2.0) -> None:
+        self.target = target
+        self.kind = "projection" if isinstance(target, Projection) else "reactor"
+        self.name = target.name
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.pool = pool
+        self.topology = topology
+        self.schema = schema
+        self.s = quote_ident(schema)
+        self.catalog = catalog
+        self.metrics = metrics or KernelMetrics()
+        self.batch_size = batch_size
+        self.fetch_wait = fetch_wait
+        self.retry_delays = tuple(retry_delays)
+        self.ack_wait = ack_wait
+        self.standby_poll = standby_poll
+        self.handlers = {cls.event_type: fn for cls, fn in target.handlers().items()}
+        self.streams = {topology.stream(c): c for c in target.contexts}
+        self.status = ProjectionStatus(self.name, self.kind)
+        self._caught_up: dict[str, asyncio.Event] = {}
+        self._loops: dict[str, asyncio.Task] = {}
+        self._replaying: dict[str, bool] = {}
+
+    # ------------------------------------------------------------------ leadership & versions
+
+    async def run(self) -> None:
+        """Run until cancelled. Only one process runs a projection at a time: the holder of a
+        PostgreSQL advisory lock; other replicas wait as standbys."""
+        backoff = 0.5
+        while True:
+            try:
+                async with self.pool.acquire() as lock_conn:
+                    got = await lock_conn.fetchval(
+                        "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))",
+                        self.schema, self.name)
+                    if not got:
+                        self.status.role = "standby"
+                        await asyncio.sleep(self.standby_poll)
+                        continue
+                    try:
+                        self.status.role = "leader"
+                        await self._lead(lock_conn)
+                    finally:
+                        await _quietly(lock_conn.execute(
+                            "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
+                            self.schema, self.name))
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything
+                self.status.role = "recovering"
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("projection loop failed; restarting", projection=self.name,
+                            error=self.status.last_error, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 15.0)
+
+    async def _lead(self, lock_conn: asyncpg.Connection) -> None:
+        if self.kind == "reactor":
+            self.status.active_tag = "live"
+            await self._loop("live", replaying=False)
+            return
+        try:
+            while True:
+                active, building = await self._prepare_versions()
+                self.status.active_tag, self.status.building_tag = active, building
+                if active and _version(active) == self.target.version:
+                    self._start_loop(active, replaying=False)
+                if building:
+                    self._start_loop(building, replaying=True)
+                    self._caught_up.setdefault(building, asyncio.Event())
+                # wait for a build to catch up, a loop to fail, or a rebuild request
+                waiters = [asyncio.ensure_future(self._caught_up[building].wait())] if building else []
+                done, _ = await asyncio.wait(
+                    [*self._loops.values(), *waiters], timeout=self.standby_poll,
+                    return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+                for tag, task in list(self._loops.items()):
+                    if task.done():
+                        del self._loops[tag]
+                        task.result()  # re-raise the loop's error
+                if building and self._caught_up[building].is_set():
+                    await self._switch(active, building)
+                await lock_conn.execute("SELECT 1")  # the lock lives as long as this session
+        finally:
+            for task in self._loops.values():
+                task.cancel()
+            await asyncio.gather(*self._loops.values(), return_exceptions=True)
+            self._loops.clear()
+
+    def _start_loop(self, tag: str, replaying: bool) -> None:
+        if tag not in self._loops:
+            self._loops[tag] = asyncio.create_task(self._loop(tag, replaying),
+                                                   name=f"{self.name}:{tag}")
+
+    def _names(self, tag: str) -> dict[str, str]:
+        return {t: f'{self.s}."{t}__{tag}"' for t in self.target.tables}
+
+    async def _prepare_versions(self) -> tuple[str | None, str | None]:
+        v = self.target.version
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT active_tag, building_tag, generation FROM {self.s}.projection_versions "
+                "WHERE projection = $1 FOR UPDATE", self.name)
+            if row is None:
+                tag = f"v{v}_1"
+                await self._create_tables(conn, tag)
+                await self._point_views(conn, tag)
+                await conn.execute(
+                    f"INSERT INTO {self.s}.projection_versions "
+                    "(projection, active_tag, generation, switched_at) VALUES ($1, $2, 1, now())",
+                    self.name, tag)
+                log.info("projection created", projection=self.name, tag=tag)
+                return tag, None
+            active, building, gen = row["active_tag"], row["building_tag"], row["generation"]
+            if building and _version(building) != v:
+                await self._drop_tag(conn, building)
+                building = None
+            if _version(active) != v and building is None:
+                gen += 1
+                building = f"v{v}_{gen}"
+                await self._create_tables(conn, building)
+                log.info("projection version changed; rebuilding", projection=self.name,
+                         active=active, building=building)
+            await conn.execute(
+                f"UPDATE {self.s}.projection_versions SET building_tag = $2, generation = $3 "
+                "WHERE projection = $1", self.name, building, gen)
+            return active, building
+
+    async def _create_tables(self, conn: asyncpg.Connection, tag: str) -> None:
+        for logical, ddl in self.target.tables.items():
+            await conn.execute(ddl.format(table=self._names(tag)[logical]))
+
+    async def _point_views(self, conn: asyncpg.Connection, tag: str) -> None:
+        for logical in self.target.tables:
+            view = f'{self.s}."{logical}"'
+            await conn.execute(f"DROP VIEW IF EXISTS {view}")
+            await conn.execute(f"CREATE VIEW {view} AS SELECT * FROM {self._names(tag)[logical]}")
+
+    async def _drop_tag(self, conn: asyncpg.Connection, tag: str) -> None:
+        for physical in self._names(tag).values():
+            await conn.execute(f"DROP TABLE IF EXISTS {physical}")
+        for table in ("projection_checkpoints", "projection_parked", "projection_held_events"):
+            await conn.execute(f"DELETE FROM {self.s}.{table} WHERE projection = $1 AND tag = $2",
+                               self.name, tag)
+
+    async def _switch(self, old: str | None, new: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._point_views(conn, new)
+            if old:
+                await self._drop_tag(conn, old)
+            await conn.execute(
+                f"UPDATE {self.s}.projection_versions SET active_tag = $2, building_tag = NULL, "
+                "switched_at = now() WHERE projection = $1", self.name, new)
+        if old and old in self._loops:
+            self._loops.pop(old).cancel()
+        # the build is live from now on: its handlers may cause side effects again
+        self._replaying[new] = False
+        self._caught_up.pop(new, None)
+        if old:
+            for stream in self.streams:
+                await _quietly(self.js.delete_consumer(stream, self._durable(old, stream)))
+        log.info("projection switched to a new build", projection=self.name, old=old, new=new)
+
+    async def request_rebuild(self) -> str:
+        """Start building a fresh copy of this projection (same version) from the streams."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT building_tag, generation FROM {self.s}.projection_versions "
+                "WHERE projection = $1 FOR UPDATE", self.name)
+            if row is None:
+                raise KernelError(f"projection {self.name} has not been built yet")
+            if row["building_tag"]:
+                return row["building_tag"]
+            tag = f"v{self.target.version}_{row['generation'] + 1}"
+            await self._create_tables(conn, tag)
+            await conn.execute(
+                f"UPDATE {self.s}.projection_versions SET building_tag = $2, generation = $3 "
+                "WHERE projection = $1", self.name, tag, row["generation"] + 1)
+            return tag
+
+    # ------------------------------------------------------------------------- the loop
+
+    def _durable(self, tag: str, stream: str) -> str:
+        return self.topology.durable(self.schema, self.name, tag, self.streams[stream])
+
+    async def _loop(self, tag: str, replaying: bool) -> None:
+        """Consume every source stream for one build (`tag`) of the projection."""
+        self._replaying[tag] = replaying
+        names = self._names(tag)
+        cache: dict[str, str] = {}
+        async with self.pool.acquire() as conn:
+            for stream in self.streams:
+                await conn.execute(
+                    f"INSERT INTO {self.s}.projection_checkpoints (projection, tag, stream) "
+                    "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", self.name, tag, stream)
+            held = {r["subject"] for r in await conn.fetch(
+                f"SELECT subject FROM {self.s}.projection_parked WHERE projection = $1 "
+                "AND tag = $2", self.name, tag)}
+        state = _LoopState(tag=tag, names=names, sql_cache=cache, held=held)
+        self.status.held_cases = len(held)
+        self.metrics.parked.labels(self.name).set(len(held))
+        queue: asyncio.Queue[tuple[str, list[Msg]]] = asyncio.Queue(maxsize=len(self.streams))
+        fetchers = []
+        try:
+            for stream in self.streams:
+                psub = await self._sync_consumer(tag, stream)
+                fetchers.append(asyncio.create_task(self._fetch(stream, psub, queue, tag)))
+            while True:
+                try:
+                    stream, msgs = await asyncio.wait_for(queue.get(), timeout=self.fetch_wait)
+                except TimeoutError:
+                    await self._retry_due(state)
+                    self._check_caught_up(tag)
+                    continue
+                for f in fetchers:
+                    if f.done():
+                        f.result()
+                await self._apply(state, stream, msgs)
+                for m in msgs:
+                    await m.ack()
+                self._check_caught_up(tag)
+                await self._retry_due(state)
+        finally:
+            for f in fetchers:
+                f.cancel()
+            await asyncio.gather(*fetchers, return_exceptions=True)
+
+    def _check_caught_up(self, tag: str) -> None:
+        waiter = self._caught_up.get(tag)
+        lags = [self.status.lag.get(f"{tag}:{s}") for s in self.streams]
+        if waiter is not None and all(lag == 0 for lag in lags):
+            waiter.set()
+
+    async def _sync_consumer(self, tag: str, stream: str):
+        """Point the durable consumer at the checkpoint, recreating it if it ran ahead."""
+        durable = self._durable(tag, stream)
+        async with self.pool.acquire() as conn:
+            position = await conn.fetchval(
+                f"SELECT position FROM {self.s}.projection_checkpoints "
+                "WHERE projection = $1 AND tag = $2 AND stream = $3", self.name, tag, stream)
+        context = self.streams[stream]
+        try:
+            info = await self.js.consumer_info(stream, durable)
+            in_step = (info.num_ack_pending == 0 and info.delivered.stream_seq == position)
+            if not in_step:
+                log.info("consumer cursor differs from checkpoint; resetting", consumer=durable,
+                         delivered=info.delivered.stream_seq, checkpoint=position,
+                         pending_acks=info.num_ack_pending)
+                await self.js.delete_consumer(stream, durable)
+                info = None
+        except NotFoundError:
+            info = None
+        if info is None:
+            config = ConsumerConfig(
+                durable_name=durable,
+                filter_subject=self.topology.context_filter(context),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait,
+                max_deliver=10,
+                max_ack_pending=self.batch_size * 4,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if position else DeliverPolicy.ALL,
+                opt_start_seq=position + 1 if position else None,
+            )
+            await self.js.add_consumer(stream, config)
+        return await self.js.pull_subscribe_bind(durable=durable, stream=stream)
+
+    async def _fetch(self, stream: str, psub, queue: asyncio.Queue, tag: str) -> None:
+        key = f"{tag}:{stream}"
+        while True:
+            try:
+                msgs = await psub.fetch(self.batch_size, timeout=self.fetch_wait)
+            except nats.errors.TimeoutError:
+                self.status.lag[key] = 0
+                self.metrics.lag.labels(self.name, stream).set(0)
+                continue
+            pending = msgs[-1].metadata.num_pending
+            self.status.lag[key] = pending
+            self.metrics.lag.labels(self.name, stream).set(pending)
+            await queue.put((stream, msgs))
+
+    # ------------------------------------------------------------------------ applying
+
+    def _decode(self, item: _Item) -> RecordedEvent | EventDecodeError | None:
+        """The event, None if this projection does not handle its type, or why it is poison."""
+        try:
+            name, _ = parse_ce_type(item.headers.get("ce-type", ""))
+        except ValueError as exc:
+            return EventDecodeError(item.subject, item.seq, str(exc))
+        if name not in self.handlers:
+            return None
+        try:
+            return decode_message(self.catalog, self.topology, item.stream, item.subject,
+                                  item.seq, item.headers, item.body)
+        except EventDecodeError as exc:
+            return exc
+
+    async def _apply(self, state: _LoopState, stream: str, msgs: list[Msg]) -> None:
+        items = [_Item(stream, m.metadata.sequence.stream, m.subject, m.headers or {}, m.data)
+                 for m in msgs]
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    position = await self._lock_position(conn, state.tag, stream)
+                    todo = [(it, self._decode(it)) for it in items if it.seq > position]
+                    if any(it.subject in state.held or isinstance(ev, EventDecodeError)
+                           for it, ev in todo):
+                        raise _SlowPath
+                    events = [ev for _, ev in todo if ev is not None]
+                    await self._apply_fast(conn, state, events)
+                    await self._save_position(conn, state.tag, stream, items[-1].seq)
+                applied = len(events)
+            except TRANSIENT:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any handler failure: find the culprit
+                if not isinstance(exc, _SlowPath):
+                    log.info("batch failed; applying event by event", projection=self.name,
+                             error=repr(exc))
+                applied = await self._apply_slow(conn, state, stream, items)
+        self.metrics.projected.labels(self.name, stream).inc(applied)
+
+    async def _apply_fast(self, conn: asyncpg.Connection, state: _LoopState,
+                          events: list[RecordedEvent]) -> None:
+        replaying = self._replaying.get(state.tag, False)
+        if self.kind == "projection":
+            w = Writer(conn, state.names, replaying, state.sql_cache)
+            for ev in events:
+                await self.handlers[ev.type](w, ev)
+            await w.flush()
+            return
+        # reactors: cases are independent, a case's events stay in order
+        by_case: dict[str, list[RecordedEvent]] = {}
+        for ev in events:
+            by_case.setdefault(ev.subject, []).append(ev)
+
+        async def react(case_events: list[RecordedEvent]) -> None:
+            for ev in case_events:
+                await self.handlers[ev.type](ev)
+
+        results = await asyncio.gather(*(react(evs) for evs in by_case.values()),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _apply_one(self, conn: asyncpg.Connection, state: _LoopState,
+                         ev: RecordedEvent) -> None:
+        if self.kind == "projection":
+            async with conn.transaction():  # a savepoint: a failure undoes this event only
+                w = Writer(conn, state.names, self._replaying.get(state.tag, False),
+                           state.sql_cache)
+                await self.handlers[ev.type](w, ev)
+                await w.flush()
+        else:
+            await self.handlers[ev.type](ev)
+
+    async def _apply_slow(self, conn: asyncpg.Connection, state: _LoopState, stream: str,
+                          items: list[_Item]) -> int:
+        applied = 0
+        held = set(state.held)
+        async with conn.transaction():
+            position = await self._lock_position(conn, state.tag, stream)
+            for it in items:
+                if it.seq <= position:
+                    continue
+                if it.subject in held:
+                    await self._store_held(conn, state.tag, it)
+                    continue
+                ev = self._decode(it)
+                if ev is None:
+                    continue
+                error: BaseException | None = ev if isinstance(ev, EventDecodeError) else None
+                if error is None:
+                    try:
+                        await self._apply_one(conn, state, ev)
+                        applied += 1
+                        continue
+                    except TRANSIENT:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        error = exc
+                await self._hold(conn, state.tag, it, error)
+                held.add(it.subject)
+            await self._save_position(conn, state.tag, stream, items[-1].seq)
+        state.held = held
+        self._count_held(state)
+        return applied
+
+    async def _lock_position(self, conn: asyncpg.Connection, tag: str, stream: str) -> int:
+        return await conn.fetchval(
+            f"SELECT position FROM {self.s}.projection_checkpoints WHERE projection = $1 "
+            "AND tag = $2 AND stream = $3 FOR UPDATE", self.name, tag, stream)
+
+    async def _save_position(self, conn: asyncpg.Connection, tag: str, stream: str,
+                             seq: int) -> None:
+        # monotonic: a checkpoint never moves back
+        await conn.execute(
+            f"UPDATE {self.s}.projection_checkpoints SET position = $4, updated_at = now() "
+            "WHERE projection = $1 AND tag = $2 AND stream = $3 AND position < $4",
+            self.name, tag, stream, seq)
+
+    async def _store_held(self, conn: asyncpg.Connection, tag: str, it: _Item) -> None:
+        await conn.execute(
+            f"INSERT INTO {self.s}.projection_held_events "
+            "(projection, tag, stream, seq, subject, headers, body) "
+            "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) ON CONFLICT DO NOTHING",
+            self.name, tag, it.stream, it.seq, it.subject, json.dumps(it.headers), it.body)
+
+    async def _hold(self, conn: asyncpg.Connection, tag: str, it: _Item,
+                    error: BaseException) -> None:
+        reason = _describe(error)
+        delay = self.retry_delays[0] if self.retry_delays else None
+        status = "retrying" if delay is not None else "parked"
+        await self._store_held(conn, tag, it)
+        await conn.execute(
+            f"INSERT INTO {self.s}.projection_parked (projection, tag, subject, status, attempts,"
+            " next_attempt_at, first_stream, first_seq, last_error) "
+            "VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            self.name, tag, it.subject, status,
+            datetime.now(UTC) + timedelta(seconds=delay) if delay is not None else None,
+            it.stream, it.seq, reason)
+        log.warning("event failed; holding its case back", projection=self.name,
+                    subject=it.subject, stream_seq=it.seq, error=reason,
+                    client_id=it.subject.rsplit(".", 1)[-1])
+
+    def _count_held(self, state: _LoopState) -> None:
+        self.status.held_cases = len(state.held)
+        self.metrics.parked.labels(self.name).set(len(state.held))
+
+    async def _retry_due(self, state: _LoopState) -> None:
+        if not state.held:
+            return
+        now = datetime.now(UTC)
+        if state.next_retry_check and now < state.next_retry_check:
+            return
+        state.next_retry_check = now + timedelta(seconds=0.2)
+        async with self.pool.acquire() as conn:
+            due = await conn.fetch(
+                f"SELECT subject, attempts FROM {self.s}.projection_parked WHERE projection = $1"
+                " AND tag = $2 AND status = 'retrying' AND next_attempt_at <= now()",
+                self.name, state.tag)
+            for row in due:
+                await self._retry_case(conn, state, row["subject"], row["attempts"])
+        self._count_held(state)
+
+    async def _retry_case(self, conn: asyncpg.Connection, state: _LoopState, subject: str,
+                          attempts: int) -> None:
+        rows = await conn.fetch(
+            f"SELECT stream, seq, subject, headers, body FROM {self.s}.projection_held_events "
+            "WHERE projection = $1 AND tag = $2 AND subject = $3 ORDER BY stream, seq",
+            self.name, state.tag, subject)
+        try:
+            async with conn.transaction():
+                for r in rows:
+                    it = _Item(r["stream"], r["seq"], r["subject"], json.loads(r["headers"]),
+                               bytes(r["body"]))
+                    ev = self._decode(it)
+                    if isinstance(ev, EventDecodeError):
+                        raise ev
+                    if ev is not None:
+                        await self._apply_one(conn, state, ev)
+                await conn.execute(
+                    f"DELETE FROM {self.s}.projection_held_events WHERE projection = $1 "
+                    "AND tag = $2 AND subject = $3", self.name, state.tag, subject)
+                await conn.execute(
+                    f"DELETE FROM {self.s}.projection_parked WHERE projection = $1 AND tag = $2"
+                    " AND subject = $3", self.name, state.tag, subject)
+            state.held.discard(subject)
+            log.info("held case applied on retry", projection=self.name, subject=subject,
+                     attempts=attempts + 1)
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            attempts += 1
+            parked = attempts > len(self.retry_delays)
+            delay = None if parked else self.retry_delays[attempts - 1]
+            await conn.execute(
+                f"UPDATE {self.s}.projection_parked SET attempts = $4, status = $5, "
+                "next_attempt_at = $6, last_error = $7, updated_at = now() "
+                "WHERE projection = $1 AND tag = $2 AND subject = $3",
+                self.name, state.tag, subject, attempts, "parked" if parked else "retrying",
+                None if parked else datetime.now(UTC) + timedelta(seconds=delay),
+                _describe(exc))
+            if parked:
+                log.error("case parked: its events keep failing; an operator must look",
+                          projection=self.name, subject=subject, attempts=attempts,
+                          error=_describe(exc), client_id=subject.rsplit(".", 1)[-1])
+
+
+@dataclass
+class _LoopState:
+    tag: str
+    names: dict[str, str]
+    sql_cache: dict[str, str]
+    held: set[str]
+    next_retry_check: datetime | None = None
+
+
+def _version(tag: str | None) -> int | None:
+    m = _TAG.match(tag or "")
+    return int(m.group(1)) if m else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:2000]
+
+
+async def _quietly(aw: Awaitable[Any]) -> None:
+    try:
+        await aw
+    except Exception:  # noqa: BLE001 - best effort cleanup
+        pass
+
+
+async def parked_cases(conn: asyncpg.Connection, schema: str) -> list[dict[str, Any]]:
+    """Cases held back by any projection of a schema, for /readyz and operators."""
+    rows = await conn.fetch(
+        f"SELECT projection, tag, subject, status, attempts, first_seq, last_error, held_since "
+        f"FROM {quote_ident(schema)}.projection_parked ORDER BY held_since")
+    return [{"projection": r["projection"], "subject": r["subject"], "status": r["status"],
+             "attempts": r["attempts"], "first_seq": r["first_seq"], "error": r["last_error"],
+             "since": r["held_since"].isoformat()} for r in rows]
+
+
+async def release_parked(conn: asyncpg.Connection, schema: str, projection: str,
+                         subject: str) -> bool:
+    """Operator action: try a parked case again now (after fixing its cause)."""
+    result = await conn.execute(
+        f"UPDATE {quote_ident(schema)}.projection_parked SET status = 'retrying', attempts = 0, "
+        "next_attempt_at = now(), updated_at = now() WHERE projection = $1 AND subject = $2",
+        projection, subject)
+    return result.endswith(" 1")

@@ -1,0 +1,262 @@
+"""Running a service: the one place that connects, checks and starts things.
+
+Each service's `__main__` hands its `ServiceDefinition` to `main()`. Start-up order: settings,
+logging, NATS, the durability profile (refuse to start without `sync_interval: always` or
+with streams that differ), streams, PostgreSQL and the kernel tables, then the service's own
+parts (routes, projections, reactions, schedulers), then HTTP. SIGTERM stops HTTP first, then
+the consumers, then the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import nats
+import structlog
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from nats.aio.client import Client as NATS
+
+from .access import ACCESS, AccessRecorder
+from .db import create_pool, ensure_kernel_tables
+from .decider import CommandRunner, Decider
+from .errors import ProfileError
+from .events import EventCatalog, EventRegistry
+from .logging import configure_logging
+from .metrics import KernelMetrics
+from .projector import Projection, ProjectionRunner, Reactor, parked_cases
+from .settings import Settings
+from .store import EventStore
+from .streams import Topology, check_server_profile, ensure_streams
+from .web.app import create_app
+from .web.auth import TokenService
+
+__all__ = ["ServiceDefinition", "ServiceParts", "Kernel", "main", "serve", "build_app"]
+
+log = structlog.get_logger("bapas.runtime")
+EX_CONFIG = 78  # sysexits: configuration error
+
+
+@dataclass
+class ServiceParts:
+    routers: list[APIRouter] = field(default_factory=list)
+    consumers: list[Projection | Reactor] = field(default_factory=list)
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    title: str
+    description: str
+    registries: tuple[EventRegistry, ...]
+    build: Callable[[Kernel], ServiceParts]
+    version: str = "0.1.0"
+
+
+class Kernel:
+    """The connections and kernel objects of one service process."""
+
+    def __init__(self, *, service: str, settings: Settings, nc: NATS, pool: asyncpg.Pool,
+                 registries: tuple[EventRegistry, ...]) -> None:
+        self.service = service
+        self.settings = settings
+        self.topology = Topology(settings.namespace)
+        self.schema = self.topology.schema(service)
+        self.nc = nc
+        self.pool = pool
+        self.metrics = KernelMetrics()
+        self.catalog = EventCatalog(ACCESS, *registries)
+        self.store = EventStore(nc, self.topology, self.catalog, metrics=self.metrics)
+        self.tokens = TokenService(settings.secret(), settings.jwt_issuer)
+        self.access = AccessRecorder(nc, self.topology, service)
+        self.runners: list[ProjectionRunner] = []
+        self.profile_problem: str | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    @classmethod
+    async def connect(cls, service: str, settings: Settings,
+                      registries: tuple[EventRegistry, ...]) -> Kernel:
+        topology = Topology(settings.namespace)
+        await check_server_profile(settings.monitor_url)
+        nc = await connect_nats(settings.nats_url, f"bapas-{service}")
+        try:
+            await ensure_streams(nc.jetstream(), topology, settings.stream_replicas)
+            pool = await create_pool(settings.dsn, max_size=20)
+        except BaseException:
+            await nc.close()
+            raise
+        async with pool.acquire() as conn:
+            await ensure_kernel_tables(conn, topology.schema(service))
+        return cls(service=service, settings=settings, nc=nc, pool=pool, registries=registries)
+
+    def command_runner(self, context: str, decider: Decider) -> CommandRunner:
+        return CommandRunner(self.store, context, decider, metrics=self.metrics)
+
+    def projection_runner(self, target: Projection | Reactor) -> ProjectionRunner:
+        return ProjectionRunner(target, nc=self.nc, pool=self.pool, topology=self.topology,
+                                schema=self.schema, catalog=self.catalog, metrics=self.metrics,
+                                batch_size=self.settings.projection_batch,
+                                retry_delays=self.settings.projection_retry_delays)
+
+    def start(self, parts: ServiceParts) -> None:
+        for target in parts.consumers:
+            runner = self.projection_runner(target)
+            self.runners.append(runner)
+            self._tasks.append(asyncio.create_task(runner.run(), name=f"consumer:{target.name}"))
+        for job in parts.background:
+            self._tasks.append(asyncio.create_task(_forever(job), name=getattr(job, "__name__", "job")))
+        self._tasks.append(asyncio.create_task(self._watch_profile(), name="profile-watch"))
+
+    async def _watch_profile(self, every: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await check_server_profile(self.settings.monitor_url)
+                self.profile_problem = None
+            except ProfileError as exc:
+                self.profile_problem = str(exc)
+                log.error("durability profile no longer holds", problem=str(exc))
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, str] = {}
+        checks["nats"] = "ok" if self.nc.is_connected else "disconnected"
+        parked: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(2):
+                async with self.pool.acquire() as conn:
+                    parked = await parked_cases(conn, self.schema)
+            checks["postgres"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["postgres"] = f"unreachable: {type(exc).__name__}"
+        checks["durability_profile"] = self.profile_problem or "ok"
+        ok = all(v == "ok" for v in checks.values())
+        return ok, {"checks": checks,
+                    "consumers": [r.status.as_dict() for r in self.runners],
+                    "held_cases": parked,
+                    "degraded": any(p["status"] == "parked" for p in parked)}
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), 10)
+
+
+async def _forever(job: Callable[[], Awaitable[None]]) -> None:
+    """Background jobs (schedulers) must not die silently: restart after an error."""
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("background job failed; restarting", job=getattr(job, "__name__", "?"),
+                      exc_info=exc)
+            await asyncio.sleep(2)
+
+
+async def connect_nats(url: str, name: str, *, attempts: int = 30) -> NATS:
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            return await nats.connect(servers=url.split(","), name=name,
+                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                      connect_timeout=3, error_cb=_nats_error,
+                                      disconnected_cb=_nats_disconnected,
+                                      reconnected_cb=_nats_reconnected)
+        except Exception as exc:  # noqa: BLE001
+            last = exc
+            await asyncio.sleep(1)
+    raise ConnectionError(f"cannot reach NATS at {url}: {last}")
+
+
+async def _nats_error(exc: Exception) -> None:
+    log.warning("nats error", error=str(exc) or type(exc).__name__)
+
+
+async def _nats_disconnected() -> None:
+    log.warning("nats disconnected")
+
+
+async def _nats_reconnected() -> None:
+    log.info("nats reconnected")
+
+
+def build_app(defn: ServiceDefinition, kernel: Kernel, parts: ServiceParts) -> FastAPI:
+    app = create_app(service=defn.name, title=defn.title, description=defn.description,
+                     version=defn.version, tokens=kernel.tokens, metrics=kernel.metrics,
+                     readiness=kernel.readiness, routers=parts.routers)
+    app.state.kernel = kernel
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful stop, which would skip our own clean-up."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # noqa: ANN201
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _stop(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
+async def serve(defn: ServiceDefinition, settings: Settings) -> None:
+    kernel = await Kernel.connect(defn.name, settings, defn.registries)
+    try:
+        parts = defn.build(kernel)
+        app = build_app(defn, kernel, parts)
+        kernel.start(parts)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port(defn.name),
+                                log_config=None, access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=10)
+        server = _Server(config)
+        log.info("serving", url=f"http://{settings.host}:{settings.port(defn.name)}")
+        await server.serve()
+        if not server.started:
+            raise SystemExit(f"could not listen on {settings.host}:{settings.port(defn.name)}")
+    finally:
+        await kernel.close()
+        log.info("stopped")
+
+
+def main(defn: ServiceDefinition) -> None:
+    """Entry point of `python -m services.<name>`."""
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic's message names every field at fault
+        print(f"bapas {defn.name}: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+    configure_logging(defn.name, fmt=settings.log_format, level=settings.log_level)
+    try:
+        asyncio.run(serve(defn, settings))
+    except ProfileError as exc:
+        log.error("refusing to start", problem=str(exc))
+        print(f"bapas {defn.name}: refusing to start: {exc}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+    except (ConnectionError, OSError) as exc:
+        log.error("cannot start", error=str(exc))
+        print(f"bapas {defn.name}: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

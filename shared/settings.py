@@ -1,0 +1,84 @@
+"""Settings from the environment (`BAPAS_*`), typed and validated; they fail fast.
+
+Outside development mode there is no default secret and no default database: a service
+refuses to start rather than run with a guessable token key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .streams import default_monitor_url
+
+__all__ = ["Settings", "SERVICE_PORTS", "DEV_DATABASE_URL"]
+
+SERVICE_PORTS = {"registration": 8101, "guidance": 8102, "supervision": 8103,
+                 "notification": 8104, "audit": 8105}
+DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/bapas"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BAPAS_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = Field(
+        "production", description="`development` allows dev-only conveniences (local secret, "
+        "loopback http webhooks); anything else is production.")
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_monitor_url: str | None = Field(
+        None, description="nats-server monitoring endpoint, read at start-up to verify "
+        "`sync_interval: always`; default: the NATS host on port 8222.")
+    database_url: str | None = None
+    namespace: str = Field("", description="prefix of streams, subjects and schemas "
+                           "(side-by-side installs and tests)")
+    stream_replicas: int = Field(1, ge=1, le=5)
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "bapas"
+    host: str = "127.0.0.1"
+    registration_port: int = SERVICE_PORTS["registration"]
+    guidance_port: int = SERVICE_PORTS["guidance"]
+    supervision_port: int = SERVICE_PORTS["supervision"]
+    notification_port: int = SERVICE_PORTS["notification"]
+    audit_port: int = SERVICE_PORTS["audit"]
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    projection_batch: int = Field(256, ge=1, le=4096)
+    projection_retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)
+
+    @model_validator(mode="after")
+    def _no_insecure_defaults(self) -> Settings:
+        if self.env == "development":
+            return self
+        missing = []
+        if self.jwt_secret is None:
+            missing.append("BAPAS_JWT_SECRET (at least 32 characters)")
+        elif len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("BAPAS_JWT_SECRET must be at least 32 characters")
+        if not self.database_url:
+            missing.append("BAPAS_DATABASE_URL")
+        if missing:
+            raise ValueError("outside development mode these must be set: " + ", ".join(missing)
+                             + " (or set BAPAS_ENV=development on a workstation)")
+        return self
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def monitor_url(self) -> str:
+        return self.nats_monitor_url or default_monitor_url(self.nats_url)
+
+    @property
+    def dsn(self) -> str:
+        return self.database_url or DEV_DATABASE_URL
+
+    def port(self, service: str) -> int:
+        return getattr(self, f"{service}_port")
+
+    def secret(self) -> str:
+        if self.jwt_secret is None:
+            raise ValueError("no BAPAS_JWT_SECRET: `bapas up` sets one for development")
+        return self.jwt_secret.get_secret_value()

@@ -1,0 +1,310 @@
+"""The event store: JetStream streams, one exact subject per case and context.
+
+Appends carry `Nats-Expected-Last-Subject-Sequence` (optimistic concurrency) and
+`Nats-Msg-Id` = event id (idempotency). Several events from one decision go in one ADR-50
+atomic batch. A case is read with batched Direct Gets on its exact subject, so reading costs
+time in proportion to the case's own events, never to the stream's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from .envelope import GENESIS_HASH, Envelope, ce_type, format_time, parse_ce_type, parse_time
+from .errors import AppendError, ConcurrencyError, EventDecodeError
+from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, UnknownEventType
+from .metrics import KernelMetrics
+from .streams import CaseRef, Topology
+
+__all__ = ["EventStore", "CaseVersion", "LoadedCase", "AppendResult", "decode_message"]
+
+WRONG_LAST_SEQUENCE = 10071
+BATCH_DUPLICATE_ID = 10201
+# The server allows about 50 open atomic batches per stream; stay well below (DESIGN §2).
+MAX_OPEN_BATCHES = 32
+DIRECT_GET_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class CaseVersion:
+    """Where a case stands in one context: what the next append must expect."""
+
+    stream_seq: int = 0      # stream sequence of the case's last event (0: no events yet)
+    sequence: int = 0        # ce-sequence of the last event (the case's version)
+    hash: str = GENESIS_HASH  # ce-hash of the last event
+
+    @classmethod
+    def new(cls) -> CaseVersion:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCase:
+    ref: CaseRef
+    context: str
+    events: list[RecordedEvent]
+    version: CaseVersion
+    messages_read: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    events: list[RecordedEvent]
+    version: CaseVersion
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Collector:
+    messages: list[Msg] = field(default_factory=list)
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    status: str | None = None
+
+
+def decode_message(catalog: EventCatalog, topology: Topology, stream: str, subject: str,
+                   stream_seq: int, headers: dict[str, str] | None, body: bytes) -> RecordedEvent:
+    """Turn one stored message into a RecordedEvent, running upcasters; errors name the message."""
+    env = Envelope.from_headers(headers, subject, stream_seq)
+    try:
+        name, version = parse_ce_type(env.type)
+        data = catalog.decode(name, version, body)
+        at = parse_time(env.time)
+    except (UnknownEventType, InvalidEventBody, ValueError) as exc:
+        raise EventDecodeError(subject, stream_seq, str(exc)) from exc
+    return RecordedEvent(
+        id=env.id, type=name, version=version, time=at, time_text=env.time, office=env.office,
+        context=env.context, client_id=env.client_id, sequence=env.sequence, stream=stream,
+        stream_seq=stream_seq, subject=subject, actor=env.actor,
+        correlation_id=env.correlation_id, causation_id=env.causation_id,
+        prevhash=env.prevhash, hash=env.hash, body=body, data=data, headers=dict(headers or {}),
+    )
+
+
+class EventStore:
+    """Append to and read cases on JetStream. One per process; safe for concurrent use."""
+
+    def __init__(self, nc: NATS, topology: Topology, catalog: EventCatalog, *,
+                 metrics: KernelMetrics | None = None, timeout: float = 5.0) -> None:
+        self._nc = nc
+        self.topology = topology
+        self.catalog = catalog
+        self._metrics = metrics or KernelMetrics()
+        self._timeout = timeout
+        self._batch_slots: dict[str, asyncio.Semaphore] = {}
+        self._inbox_prefix: str | None = None
+        self._inbox_sub = None
+        self._pending: dict[str, _Collector] = {}
+        self._next_token = 0
+
+    # ----------------------------------------------------------------------------- reading
+
+    async def load(self, context: str, ref: CaseRef) -> LoadedCase:
+        """All events of one case in one context, in order, decoded (and upcast)."""
+        stream = self.topology.stream(context)
+        subject = self.topology.subject(context, ref)
+        messages = await self.read_subject(stream, subject)
+        events = [decode_message(self.catalog, self.topology, stream, subject,
+                                 int(m.headers["Nats-Sequence"]), m.headers, m.data)
+                  for m in messages]
+        if events:
+            last = events[-1]
+            version = CaseVersion(last.stream_seq, last.sequence, last.hash)
+        else:
+            version = CaseVersion.new()
+        return LoadedCase(ref, context, events, version, messages_read=len(messages))
+
+    async def read_subject(self, stream: str, subject: str, *, from_seq: int = 1) -> list[Msg]:
+        """Raw messages of one exact subject via batched Direct Get (no helper in nats-py)."""
+        await self._ensure_inbox()
+        out: list[Msg] = []
+        seq = from_seq
+        while True:
+            token = str(self._next_token)
+            self._next_token += 1
+            collector = _Collector()
+            self._pending[token] = collector
+            try:
+                request = {"seq": seq, "next_by_subj": subject, "batch": DIRECT_GET_BATCH}
+                await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(),
+                                       reply=f"{self._inbox_prefix}.{token}")
+                await asyncio.wait_for(collector.done, self._timeout)
+            finally:
+                self._pending.pop(token, None)
+            out.extend(collector.messages)
+            if collector.status == "404" or not collector.messages:
+                return out
+            if collector.status not in ("204", None):
+                raise AppendError(f"direct get on {stream} {subject} answered status "
+                                  f"{collector.status}")
+            last = collector.messages[-1]
+            if int(last.headers.get("Nats-Num-Pending", "0")) == 0:
+                return out
+            seq = int(last.headers["Nats-Sequence"]) + 1
+
+    async def _ensure_inbox(self) -> None:
+        if self._inbox_sub is not None:
+            return
+        self._inbox_prefix = self._nc.new_inbox()
+        self._inbox_sub = await self._nc.subscribe(f"{self._inbox_prefix}.*", cb=self._on_reply,
+                                                   pending_msgs_limit=1_000_000,
+                                                   pending_bytes_limit=1 << 30)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        collector = self._pending.get(msg.subject.rsplit(".", 1)[1])
+        if collector is None or collector.done.done():
+            return
+        status = msg.headers.get("Status") if msg.headers else None
+        if status:
+            collector.status = status
+            collector.done.set_result(None)
+        else:
+            collector.messages.append(msg)
+
+    # ----------------------------------------------------------------------------- writing
+
+    async def append(self, context: str, ref: CaseRef, events: Sequence[NewEvent],
+                     expected: CaseVersion) -> AppendResult:
+        """Append `events` to the case if it still stands at `expected`.
+
+        Raises ConcurrencyError when another writer got there first. A time-out, a conflict
+        or a duplicate batch might mean our own earlier attempt was stored: those are
+        settled by reading the case and looking for our event ids.
+        """
+        if not events:
+            return AppendResult([], expected)
+        stream = self.topology.stream(context)
+        subject = self.topology.subject(context, ref)
+        prepared = self._prepare(context, ref, events, expected)
+        started = time.perf_counter()
+        try:
+            if len(prepared) == 1:
+                ack = await self._publish_one(subject, *prepared[0], expected.stream_seq)
+            else:
+                ack = await self._publish_batch(stream, subject, prepared, expected.stream_seq)
+            if ack.get("duplicate"):  # stored before, by an attempt whose answer was lost
+                raise _MaybeWritten(None, "the server already holds these event ids")
+        except _MaybeWritten as maybe:
+            result = await self._reconcile(context, ref, events)
+            if result is not None:
+                return result
+            if maybe.code == WRONG_LAST_SEQUENCE:
+                self._metrics.conflicts.labels(stream).inc()
+                raise ConcurrencyError(subject, expected.stream_seq, maybe.detail) from None
+            raise AppendError(f"append to {subject} not confirmed: {maybe.detail}") from None
+        finally:
+            self._metrics.append_seconds.labels(stream).observe(time.perf_counter() - started)
+        last_seq = int(ack["seq"])
+        first_seq = last_seq - len(prepared) + 1
+        recorded = [
+            RecordedEvent(
+                id=env.id, type=ev.data.event_type, version=ev.data.event_version,
+                time=ev.time, time_text=env.time, office=ref.office, context=context,
+                client_id=ref.client_id, sequence=env.sequence, stream=stream,
+                stream_seq=first_seq + i, subject=subject, actor=env.actor,
+                correlation_id=env.correlation_id, causation_id=env.causation_id,
+                prevhash=env.prevhash, hash=env.hash, body=body, data=ev.data,
+                headers=env.headers())
+            for i, ((env, body), ev) in enumerate(zip(prepared, events, strict=True))
+        ]
+        self._metrics.appends.labels(stream).inc(len(recorded))
+        last = recorded[-1]
+        return AppendResult(recorded, CaseVersion(last.stream_seq, last.sequence, last.hash))
+
+    def _prepare(self, context: str, ref: CaseRef, events: Sequence[NewEvent],
+                 expected: CaseVersion) -> list[tuple[Envelope, bytes]]:
+        out = []
+        prevhash, sequence = expected.hash, expected.sequence
+        for ev in events:
+            body = ev.data.model_dump_json().encode()
+            sequence += 1
+            type_ = ce_type(ev.data.event_type, ev.data.event_version)
+            at = format_time(ev.time)
+            env = Envelope(id=ev.id, type=type_, time=at, office=ref.office, context=context,
+                           client_id=ref.client_id, sequence=sequence, prevhash=prevhash,
+                           hash="", actor=ev.meta.actor, correlation_id=ev.meta.correlation_id,
+                           causation_id=ev.meta.causation_id)
+            env = replace(env, hash=env.computed_hash(body))
+            prevhash = env.hash
+            out.append((env, body))
+        return out
+
+    async def _publish_one(self, subject: str, env: Envelope, body: bytes, expected: int) -> dict:
+        headers = env.headers()
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+        return await self._request(subject, body, headers)
+
+    async def _publish_batch(self, stream: str, subject: str,
+                             prepared: list[tuple[Envelope, bytes]], expected: int) -> dict:
+        # The expectation travels on the first message; the server checks the whole batch
+        # at commit and stores all of it or none.
+        slots = self._batch_slots.setdefault(stream, asyncio.Semaphore(MAX_OPEN_BATCHES))
+        batch_id = prepared[0][0].id
+        n = len(prepared)
+        async with slots:
+            for i, (env, body) in enumerate(prepared, start=1):
+                headers = env.headers()
+                headers["Nats-Batch-Id"] = batch_id
+                headers["Nats-Batch-Sequence"] = str(i)
+                if i == 1:
+                    headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+                    await self._request(subject, body, headers, batch_start=True)
+                elif i < n:
+                    await self._nc.publish(subject, body, headers=headers)
+                else:
+                    headers["Nats-Batch-Commit"] = "1"
+                    return await self._request(subject, body, headers)
+        raise AssertionError("unreachable")
+
+    async def _request(self, subject: str, body: bytes, headers: dict[str, str], *,
+                       batch_start: bool = False) -> dict:
+        try:
+            msg = await self._nc.request(subject, body, timeout=self._timeout, headers=headers)
+        except nats.errors.TimeoutError:
+            raise _MaybeWritten(None, "no answer from the server in time") from None
+        except nats.errors.NoRespondersError:
+            raise AppendError(f"no stream answers on {subject}: are the streams provisioned?") from None
+        if batch_start and not msg.data:  # the server accepted the start of a batch
+            return {}
+        try:
+            reply = json.loads(msg.data)
+        except json.JSONDecodeError:
+            raise AppendError(f"unexpected answer to append on {subject}: {msg.data[:200]!r}") from None
+        err = reply.get("error")
+        if err:
+            code = err.get("err_code")
+            if code in (WRONG_LAST_SEQUENCE, BATCH_DUPLICATE_ID):
+                raise _MaybeWritten(code, err.get("description", ""))
+            raise AppendError(f"append to {subject} refused: {err.get('description')} "
+                              f"(code {code})")
+        return reply
+
+    async def _reconcile(self, context: str, ref: CaseRef,
+                         events: Sequence[NewEvent]) -> AppendResult | None:
+        """Our events are in the case already (an earlier attempt landed): report success."""
+        loaded = await self.load(context, ref)
+        ours = {e.id for e in events}
+        found = [e for e in loaded.events if e.id in ours]
+        if not found:
+            return None
+        if len(found) != len(ours):
+            raise AppendError(f"only {len(found)} of {len(ours)} events of one decision are "
+                              f"stored in {self.topology.subject(context, ref)}")
+        last = found[-1]
+        return AppendResult(found, CaseVersion(last.stream_seq, last.sequence, last.hash),
+                            duplicate=True)
+
+
+class _MaybeWritten(Exception):
+    def __init__(self, code: int | None, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail

@@ -1,0 +1,194 @@
+"""Where events live: stream and subject names, and the durability profile they must hold.
+
+One stream per context, one subject per case and context:
+`bapas.<office>.<context>.<client_id>`. The office comes first so that permissions and
+regional replication are subject filters. A namespace (tests, side-by-side installs) prefixes
+subjects, stream names and database schemas so that several installs share one server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+import httpx
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from .errors import ProfileError
+
+__all__ = ["Topology", "CaseRef", "stream_profile", "ensure_streams", "check_server_profile",
+           "CONTEXT_STREAMS", "DUPLICATE_WINDOW_S"]
+
+# Contexts whose events are case histories (each its own stream), plus the record of reads.
+CONTEXT_STREAMS = ("registration", "guidance", "supervision", "access")
+DUPLICATE_WINDOW_S = 600.0
+_TOKEN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def valid_token(value: str) -> bool:
+    """True if `value` may stand as one subject token (an office code or a client id)."""
+    return bool(_TOKEN.match(value))
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRef:
+    """One case in one office."""
+
+    office: str
+    client_id: str
+
+    def __post_init__(self) -> None:
+        for name in ("office", "client_id"):
+            if not valid_token(getattr(self, name)):
+                raise ValueError(f"{name} {getattr(self, name)!r} is not a valid subject token")
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    namespace: str = ""
+
+    def __post_init__(self) -> None:
+        if self.namespace and not _NAMESPACE.match(self.namespace):
+            raise ValueError("namespace must be lower-case letters, digits and _ (max 31)")
+
+    @property
+    def root(self) -> str:
+        return f"{self.namespace}.bapas" if self.namespace else "bapas"
+
+    def stream(self, context: str) -> str:
+        name = context.upper()
+        return f"{self.namespace.upper()}_{name}" if self.namespace else name
+
+    def subject(self, context: str, ref: CaseRef) -> str:
+        return f"{self.root}.{ref.office}.{context}.{ref.client_id}"
+
+    def context_filter(self, context: str, office: str = "*") -> str:
+        return f"{self.root}.{office}.{context}.*"
+
+    def schema(self, service: str) -> str:
+        return f"{self.namespace}_{service}" if self.namespace else service
+
+    def durable(self, *parts: str) -> str:
+        name = "_".join(p.replace(".", "_") for p in parts)
+        return f"{self.namespace}_{name}" if self.namespace else name
+
+    def parse_subject(self, subject: str) -> tuple[str, str, str]:
+        """(office, context, client_id) of a case subject."""
+        tail = subject[len(self.root) + 1:]
+        office, context, client_id = tail.split(".")
+        return office, context, client_id
+
+
+def stream_profile(topology: Topology, context: str, replicas: int = 1) -> StreamConfig:
+    """The settings every event stream holds (DESIGN §2)."""
+    return StreamConfig(
+        name=topology.stream(context),
+        subjects=[topology.context_filter(context)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_msgs=-1,
+        max_bytes=-1,
+        max_age=0,
+        max_msgs_per_subject=-1,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        allow_atomic=True,
+    )
+
+
+def _differences(actual: StreamConfig, wanted: StreamConfig) -> list[str]:
+    out = []
+    checks = [
+        ("subjects", sorted(actual.subjects or []), sorted(wanted.subjects or [])),
+        ("retention", str(actual.retention), str(wanted.retention)),
+        ("storage", str(actual.storage), str(wanted.storage)),
+        ("max_msgs", actual.max_msgs, -1),
+        ("max_bytes", actual.max_bytes, -1),
+        ("max_age", actual.max_age or 0, 0),
+        ("max_msgs_per_subject", actual.max_msgs_per_subject, -1),
+        ("num_replicas", actual.num_replicas, wanted.num_replicas),
+        ("deny_delete", bool(actual.deny_delete), True),
+        ("deny_purge", bool(actual.deny_purge), True),
+        ("allow_direct", bool(actual.allow_direct), True),
+        ("allow_atomic", bool(actual.allow_atomic), True),
+    ]
+    for name, have, want in checks:
+        if have != want:
+            out.append(f"{name} is {have!r}, must be {want!r}")
+    if (actual.duplicate_window or 0) < DUPLICATE_WINDOW_S:
+        out.append(f"duplicate_window is {actual.duplicate_window}s, must be at least "
+                   f"{DUPLICATE_WINDOW_S:.0f}s")
+    return out
+
+
+async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int = 1,
+                         contexts: tuple[str, ...] = CONTEXT_STREAMS) -> list[str]:
+    """Create missing streams with the profile; refuse streams that differ from it.
+
+    Existing streams are never rewritten: changing a stream that holds the source of truth is
+    an operator's decision, so a difference stops the service with the change to make.
+    Returns the names of streams created.
+    """
+    created, problems = [], []
+    for context in contexts:
+        wanted = stream_profile(topology, context, replicas)
+        try:
+            info = await js.stream_info(wanted.name)
+        except NotFoundError:
+            await js.add_stream(wanted)
+            created.append(wanted.name)
+            continue
+        for diff in _differences(info.config, wanted):
+            problems.append(f"stream {wanted.name}: {diff}")
+    if problems:
+        raise ProfileError(
+            "event streams differ from the durability profile:\n  " + "\n  ".join(problems)
+            + "\nChange them with `nats stream edit` (or recreate an empty stream); the service "
+              "will not rewrite a stream that holds events.")
+    return created
+
+
+def default_monitor_url(nats_url: str) -> str:
+    first = nats_url.split(",")[0]
+    host = urllib.parse.urlparse(first).hostname or "127.0.0.1"
+    return f"http://{host}:8222"
+
+
+async def check_server_profile(monitor_url: str, timeout: float = 5.0) -> dict:
+    """Refuse a server that does not fsync every write (`sync_interval: always`).
+
+    The setting is read from the server's monitoring endpoint (/varz): clients cannot see it
+    otherwise. Returns the JetStream config the server reported.
+    """
+    url = monitor_url.rstrip("/") + "/varz"
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            resp = await client.get(url)
+            resp.raise_for_status()
+            varz = resp.json()
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        raise ProfileError(
+            f"cannot read the NATS server's settings from {url} ({exc}). The durability profile "
+            "must be verified before events are written: enable the monitoring port "
+            "(`http: 8222` in nats-server.conf) or set BAPAS_NATS_MONITOR_URL to it.") from exc
+    js_cfg = (varz.get("jetstream") or {}).get("config")
+    if not js_cfg:
+        raise ProfileError(f"the NATS server at {url} runs without JetStream: "
+                           "add `jetstream { sync_interval: always }` to its config.")
+    if not js_cfg.get("sync_always"):
+        interval = js_cfg.get("sync_interval")
+        raise ProfileError(
+            "the NATS server does not fsync every write (sync_interval is "
+            f"{interval / 1e9 if isinstance(interval, (int, float)) else interval}s). An "
+            "acknowledged event could be lost on power failure. Set "
+            "`jetstream { sync_interval: always }` in nats-server.conf and restart the server.")
+    return js_cfg

@@ -1,0 +1,1 @@
+"""HTTP for every service: app factory, problem details, bearer-JWT identity."""

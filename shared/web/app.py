@@ -1,0 +1,78 @@
+"""The FastAPI app every service serves: problem details, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..ids import new_id
+from ..logging import bind, clear
+from ..metrics import KernelMetrics
+from .auth import TokenService
+from .problems import install_problem_handlers
+
+__all__ = ["create_app", "ReadinessCheck"]
+
+ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+log = structlog.get_logger("bapas.http")
+
+
+def create_app(*, service: str, title: str, description: str, version: str,
+               tokens: TokenService, metrics: KernelMetrics, readiness: ReadinessCheck,
+               routers: Sequence[APIRouter] = (), lifespan: Any = None) -> FastAPI:
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+    app.state.tokens = tokens
+    app.state.metrics = metrics
+    app.state.service = service
+    install_problem_handlers(app)
+
+    @app.middleware("http")
+    async def correlate(request: Request, call_next):  # noqa: ANN001
+        correlation_id = request.headers.get("x-correlation-id") or new_id()
+        request.state.correlation_id = correlation_id
+        bind(correlation_id=correlation_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Correlation-Id"] = correlation_id
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            metrics.http_seconds.labels(request.method, path, str(status)).observe(elapsed)
+            if path not in ("/healthz", "/readyz", "/metrics"):
+                log.info("request", method=request.method, route=path, status=status,
+                         ms=round(elapsed * 1000, 2))
+            clear("correlation_id", "client_id", "office", "actor")
+
+    ops = APIRouter(tags=["operations"])
+
+    @ops.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive", "service": service}
+
+    @ops.get("/readyz", summary="NATS and PostgreSQL reachable, durability profile held, "
+                               "consumers and held cases")
+    async def readyz() -> JSONResponse:
+        ok, detail = await readiness()
+        return JSONResponse({"status": "ready" if ok else "not ready", "service": service,
+                             **detail}, status_code=200 if ok else 503)
+
+    @ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(ops)
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,170 @@
+"""The event store on a real nats-server: concurrency, idempotency, atomic batches, reading."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.decider import CommandRunner, Decider
+from shared.envelope import GENESIS_HASH, Envelope, ce_type, format_time, verify_chain
+from shared.errors import ConcurrencyError, DomainError
+from shared.events import EventCatalog, Metadata, NewEvent
+from shared.ids import derived_id, new_id
+from shared.store import CaseVersion, EventStore
+from shared.streams import CaseRef
+from tests.support import ledger
+from tests.support.ledger import LEDGER, AccountOpened, Credited, Debited
+
+META = Metadata(actor="pk-0007", correlation_id="corr-1")
+
+
+def ev(data, *, id=None):
+    return NewEvent(id or new_id(), data, datetime.now(UTC), META)
+
+
+@pytest.fixture
+def store(nc, topology, streams) -> EventStore:
+    return EventStore(nc, topology, EventCatalog(LEDGER))
+
+
+def case() -> CaseRef:
+    return CaseRef("jaksel", new_id())
+
+
+async def test_two_racing_appends_with_the_same_expectation_store_exactly_one(store):
+    ref = case()
+    await store.append("ledger", ref, [ev(AccountOpened(owner="a"))], CaseVersion.new())
+    loaded = await store.load("ledger", ref)
+    results = await asyncio.gather(
+        *(store.append("ledger", ref, [ev(Credited(amount=i))], loaded.version) for i in (1, 2)),
+        return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["AppendResult", "ConcurrencyError"]
+    after = await store.load("ledger", ref)
+    assert [e.type for e in after.events] == ["AccountOpened", "Credited"]
+    assert after.version.sequence == 2
+
+
+async def test_the_same_event_id_appended_twice_is_stored_once(store):
+    ref = case()
+    opened = ev(AccountOpened(owner="a"))
+    first = await store.append("ledger", ref, [opened], CaseVersion.new())
+    # a retry after a lost answer: same id, same (now stale) expectation
+    again = await store.append("ledger", ref, [opened], CaseVersion.new())
+    assert again.duplicate and again.events[0].stream_seq == first.events[0].stream_seq
+    # and with an up-to-date expectation the server's duplicate window catches it
+    again2 = await store.append("ledger", ref, [opened], first.version)
+    assert again2.duplicate
+    loaded = await store.load("ledger", ref)
+    assert [e.id for e in loaded.events] == [opened.id]
+
+
+async def test_an_atomic_batch_whose_expectation_fails_stores_none_of_its_events(store):
+    ref = case()
+    await store.append("ledger", ref, [ev(AccountOpened(owner="a"))], CaseVersion.new())
+    batch = [ev(Credited(amount=5)), ev(Credited(amount=6)), ev(Debited(amount=1))]
+    with pytest.raises(ConcurrencyError):
+        await store.append("ledger", ref, batch, CaseVersion.new())  # stale: case has 1 event
+    loaded = await store.load("ledger", ref)
+    assert [e.type for e in loaded.events] == ["AccountOpened"]
+    # the same batch with the right expectation lands whole, in order, chained
+    result = await store.append("ledger", ref, batch, loaded.version)
+    assert [e.sequence for e in result.events] == [2, 3, 4]
+    loaded = await store.load("ledger", ref)
+    assert [e.id for e in loaded.events[1:]] == [e.id for e in batch]
+    assert [e.stream_seq for e in loaded.events[1:]] == [e.stream_seq for e in result.events]
+    assert verify_chain([(Envelope.from_headers(e.headers, e.subject, e.stream_seq), e.body)
+                         for e in loaded.events]).intact
+
+
+async def test_a_repeated_batch_is_recognised_as_already_stored(store):
+    ref = case()
+    batch = [ev(AccountOpened(owner="a")), ev(Credited(amount=3))]
+    first = await store.append("ledger", ref, batch, CaseVersion.new())
+    again = await store.append("ledger", ref, batch, CaseVersion.new())
+    assert again.duplicate
+    assert [e.stream_seq for e in again.events] == [e.stream_seq for e in first.events]
+    assert len((await store.load("ledger", ref)).events) == 2
+
+
+async def test_many_cases_in_parallel_stay_separate_and_ordered(store):
+    refs = [case() for _ in range(40)]
+
+    async def work(ref: CaseRef) -> None:
+        v = (await store.append("ledger", ref, [ev(AccountOpened(owner=ref.client_id))],
+                                CaseVersion.new())).version
+        for amount in range(1, 4):
+            v = (await store.append("ledger", ref, [ev(Credited(amount=amount))], v)).version
+
+    await asyncio.gather(*(work(r) for r in refs))
+    for ref in refs:
+        loaded = await store.load("ledger", ref)
+        assert [e.sequence for e in loaded.events] == [1, 2, 3, 4]
+        assert [e.data.amount for e in loaded.events[1:]] == [1, 2, 3]
+        assert loaded.events[0].data.owner == ref.client_id
+
+
+async def test_an_old_event_version_is_read_through_its_upcaster(nc, store, topology):
+    ref = case()
+    opened = await store.append("ledger", ref, [ev(AccountOpened(owner="a"))], CaseVersion.new())
+    body = json.dumps({"value": "125", "memo": "gaji"}).encode()
+    env = Envelope(id=new_id(), type=ce_type("Credited", 1), time=format_time(datetime.now(UTC)),
+                   office=ref.office, context="ledger", client_id=ref.client_id, sequence=2,
+                   prevhash=opened.version.hash, hash="")
+    from dataclasses import replace
+    env = replace(env, hash=env.computed_hash(body))
+    await nc.jetstream().publish(topology.subject("ledger", ref), body, headers=env.headers())
+    loaded = await store.load("ledger", ref)
+    credited = loaded.events[1]
+    assert credited.version == 1 and isinstance(credited.data, Credited)
+    assert credited.data == Credited(amount=125, note="gaji")
+    assert credited.body == body  # the stored bytes are untouched: the chain still holds
+    assert verify_chain([(Envelope.from_headers(e.headers, e.subject, e.stream_seq), e.body)
+                         for e in loaded.events]).intact
+
+
+async def test_an_unknown_type_names_subject_and_sequence(nc, store, topology):
+    ref = case()
+    subject = topology.subject("ledger", ref)
+    env = Envelope(id=new_id(), type=ce_type("Teleported", 1),
+                   time=format_time(datetime.now(UTC)), office=ref.office, context="ledger",
+                   client_id=ref.client_id, sequence=1, prevhash=GENESIS_HASH, hash="x")
+    ack = await nc.jetstream().publish(subject, b"{}", headers=env.headers())
+    from shared.errors import EventDecodeError
+    with pytest.raises(EventDecodeError) as err:
+        await store.load("ledger", ref)
+    assert subject in str(err.value) and f"stream sequence {ack.seq}" in str(err.value)
+    assert "Teleported" in str(err.value)
+
+
+async def test_the_command_runner_re_decides_on_conflict(store):
+    runner = CommandRunner(store, "ledger", Decider(ledger.Account(), ledger.decide, ledger.evolve))
+    ref = case()
+    await runner.run(ref, ledger.Open("a"), META)
+    await runner.run(ref, ledger.Credit(10), META)
+    # two debits of 7 race: both start from balance 10; one is stored, the other re-decides
+    # on the fresh state (balance 3) and is refused by the rule, not by the store
+    results = await asyncio.gather(runner.run(ref, ledger.Debit(7), META),
+                                   runner.run(ref, ledger.Debit(7), META),
+                                   return_exceptions=True)
+    kinds = sorted(type(r).__name__ for r in results)
+    assert kinds == ["Decision", "DomainError"]
+    refused = next(r for r in results if isinstance(r, DomainError))
+    assert refused.rule == "balance"
+    state, version, _ = await runner.load_state(ref)
+    assert state.balance == 3 and version.sequence == 3
+
+
+async def test_a_reaction_with_derived_ids_appends_once_however_often_it_runs(store):
+    runner = CommandRunner(store, "ledger", Decider(ledger.Account(), ledger.decide, ledger.evolve))
+    ref = case()
+    await runner.run(ref, ledger.Open("a"), META)
+    cause = new_id()
+    ids = lambda i: derived_id(cause, "welcome-bonus", i)  # noqa: E731
+    results = [await runner.run(ref, ledger.Credit(50, "bonus"), META, event_id=ids)
+               for _ in range(3)]
+    assert len(results[0].events) == 1 and results[1].events == [] and results[2].events == []
+    state, _, history = await runner.load_state(ref)
+    assert state.balance == 50 and len(history) == 2
