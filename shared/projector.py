@@ -87,6 +87,7 @@ class Reactor:
 
     name: ClassVar[str]
     contexts: ClassVar[tuple[str, ...]]
+    tables: ClassVar[dict[str, str]] = {}  # a reactor owns no tables, only its checkpoint
 
     def handlers(self) -> Mapping[type[Event], Handler]:
         """Event type -> `async def handler(event)`."""
