@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import nats
 import structlog
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -170,29 +169,28 @@ async def _forever(job: Callable[[], Awaitable[None]]) -> None:
 
 async def connect_nats(url: str, name: str, *, attempts: int = 30) -> NATS:
     last: Exception | None = None
+    nc = NATS()
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats error", error=str(exc) or type(exc).__name__)
+
+    async def disconnected_cb() -> None:
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("nats disconnected; reconnecting")
+
+    async def reconnected_cb() -> None:
+        log.info("nats reconnected")
+
     for _ in range(attempts):
         try:
-            return await nats.connect(servers=url.split(","), name=name,
-                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                      connect_timeout=3, error_cb=_nats_error,
-                                      disconnected_cb=_nats_disconnected,
-                                      reconnected_cb=_nats_reconnected)
+            await nc.connect(servers=url.split(","), name=name, max_reconnect_attempts=-1,
+                             reconnect_time_wait=0.5, connect_timeout=3, error_cb=error_cb,
+                             disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
+            return nc
         except Exception as exc:  # noqa: BLE001
             last = exc
             await asyncio.sleep(1)
     raise ConnectionError(f"cannot reach NATS at {url}: {last}")
-
-
-async def _nats_error(exc: Exception) -> None:
-    log.warning("nats error", error=str(exc) or type(exc).__name__)
-
-
-async def _nats_disconnected() -> None:
-    log.warning("nats disconnected")
-
-
-async def _nats_reconnected() -> None:
-    log.info("nats reconnected")
 
 
 def build_app(defn: ServiceDefinition, kernel: Kernel, parts: ServiceParts) -> FastAPI:

@@ -105,12 +105,16 @@ def stream_profile(topology: Topology, context: str, replicas: int = 1) -> Strea
     )
 
 
+def _plain(value: object) -> object:
+    return getattr(value, "value", value)  # nats-py gives enums on write, strings on read
+
+
 def _differences(actual: StreamConfig, wanted: StreamConfig) -> list[str]:
     out = []
     checks = [
         ("subjects", sorted(actual.subjects or []), sorted(wanted.subjects or [])),
-        ("retention", str(actual.retention), str(wanted.retention)),
-        ("storage", str(actual.storage), str(wanted.storage)),
+        ("retention", _plain(actual.retention), _plain(wanted.retention)),
+        ("storage", _plain(actual.storage), _plain(wanted.storage)),
         ("max_msgs", actual.max_msgs, -1),
         ("max_bytes", actual.max_bytes, -1),
         ("max_age", actual.max_age or 0, 0),
@@ -186,9 +190,9 @@ async def check_server_profile(monitor_url: str, timeout: float = 5.0) -> dict:
                            "add `jetstream { sync_interval: always }` to its config.")
     if not js_cfg.get("sync_always"):
         interval = js_cfg.get("sync_interval")
+        every = f"every {interval / 1e9:g}s" if isinstance(interval, (int, float)) else "late"
         raise ProfileError(
-            "the NATS server does not fsync every write (sync_interval is "
-            f"{interval / 1e9 if isinstance(interval, (int, float)) else interval}s). An "
+            f"the NATS server does not fsync every write (it syncs {every}, not `always`). An "
             "acknowledged event could be lost on power failure. Set "
             "`jetstream { sync_interval: always }` in nats-server.conf and restart the server.")
     return js_cfg

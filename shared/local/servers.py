@@ -45,7 +45,9 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """As a server would bind it: connections lingering in TIME_WAIT do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
@@ -132,7 +134,7 @@ class NatsServer:
         conf = self.data_dir / "nats-server.conf"
         conf.write_text(NATS_CONFIG.format(
             name=self.name, port=self.port, monitor_port=self.monitor_port,
-            store_dir=self.data_dir / "jetstream", sync="always" if self.sync_always else "2m"))
+            store_dir=self.data_dir / "jetstream", sync="always" if self.sync_always else '"2m"'))
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [nats_server_binary(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,

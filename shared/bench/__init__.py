@@ -1,0 +1,1 @@
+"""Benchmarks (`bapas bench ...`): never timed assertions in tests."""

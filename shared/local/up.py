@@ -1,0 +1,263 @@
+"""`bapas up`: the whole system on one machine.
+
+Starts an embedded nats-server (JetStream, fsync always) and an embedded PostgreSQL under the
+data folder unless `BAPAS_NATS_URL` / `BAPAS_DATABASE_URL` point elsewhere; provisions the
+streams and schemas; starts each service as its own process; waits until every /readyz
+answers; prints one line per service and a development token; restarts a service that dies;
+and on Ctrl-C or SIGTERM stops everything, services first, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from ..settings import SERVICE_PORTS, Settings
+from .servers import NatsServer, PostgresServer, _die_with_parent, _tail, port_is_free
+
+__all__ = ["run_platform", "SERVICES", "load_secret", "read_run_file"]
+
+SERVICES = tuple(SERVICE_PORTS)
+READY_TIMEOUT = 120.0
+DEV_OFFICE = "jaksel"
+
+
+def load_secret(data: Path, *, create: bool = False) -> str | None:
+    """The development token key, kept in the data folder (mode 0600)."""
+    path = data / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return None
+    data.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def read_run_file(data: Path) -> dict | None:
+    try:
+        return json.loads((data / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class _Service:
+    name: str
+    port: int
+    log: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+class _Stop(Exception):
+    pass
+
+
+class Platform:
+    def __init__(self, data: Path) -> None:
+        self.data = data.resolve()
+        self.stop_requested = threading.Event()
+        self.nats: NatsServer | None = None
+        self.pg: PostgresServer | None = None
+        self.services: list[_Service] = []
+        self.env: dict[str, str] = {}
+
+    # -------------------------------------------------------------------------- lifecycle
+
+    def run(self) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop_requested.set())
+        try:
+            self._start()
+            self._announce()
+            self._watch()
+            return 0
+        except _Stop:
+            return 0
+        except Exception as exc:  # noqa: BLE001 - say what failed, then clean up
+            click.echo(f"bapas up: {exc}", err=True)
+            return 1
+        finally:
+            self._shutdown()
+
+    def _check_stop(self) -> None:
+        if self.stop_requested.is_set():
+            raise _Stop
+
+    def _start(self) -> None:
+        os.environ.setdefault("BAPAS_ENV", "development")
+        settings = Settings()
+        busy = [f"{name} port {settings.port(name)} (set BAPAS_{name.upper()}_PORT)"
+                for name in SERVICES if not port_is_free(settings.port(name))]
+        if busy:
+            raise RuntimeError("ports in use (is another `bapas up` running?): " + "; ".join(busy))
+        self.data.mkdir(parents=True, exist_ok=True)
+        (self.data / "logs").mkdir(exist_ok=True)
+        secret = (settings.jwt_secret.get_secret_value() if settings.jwt_secret
+                  else load_secret(self.data, create=True))
+        nats_url, monitor_url = settings.nats_url, settings.monitor_url
+        if "BAPAS_NATS_URL" not in os.environ:
+            self.nats = NatsServer(self.data / "nats", port=_prefer(4222), monitor_port=_prefer(8222))
+            click.echo(f"starting nats-server (JetStream, sync always) in {self.nats.data_dir}")
+            self.nats.start()
+            nats_url, monitor_url = self.nats.url, self.nats.monitor_url
+        self._check_stop()
+        dsn = settings.database_url
+        if not dsn:
+            self.pg = PostgresServer(self.data / "postgres", port=_prefer(5432))
+            click.echo(f"starting PostgreSQL in {self.pg.data_dir}")
+            self.pg.start()
+            dsn = self.pg.dsn
+        self._check_stop()
+        self.env = {**os.environ, "BAPAS_ENV": settings.env, "BAPAS_NATS_URL": nats_url,
+                    "BAPAS_NATS_MONITOR_URL": monitor_url, "BAPAS_DATABASE_URL": dsn,
+                    "BAPAS_JWT_SECRET": secret, "BAPAS_LOG_FORMAT": "json",
+                    "PYTHONUNBUFFERED": "1"}
+        asyncio.run(_provision(nats_url, monitor_url, dsn, settings))
+        click.echo("streams and schemas provisioned")
+        for name in SERVICES:
+            svc = _Service(name, settings.port(name), self.data / "logs" / f"{name}.log")
+            self._spawn(svc)
+            self.services.append(svc)
+        self._write_run_file(nats_url, monitor_url, dsn, settings.host)
+        self._wait_ready(settings.host)
+
+    def _spawn(self, svc: _Service) -> None:
+        with open(svc.log, "ab") as out:
+            svc.proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{svc.name}"], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
+        svc.started = time.monotonic()
+
+    def _wait_ready(self, host: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        waiting = {s.name: s for s in self.services}
+        while waiting:
+            self._check_stop()
+            for name, svc in list(waiting.items()):
+                if svc.proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited during start-up (code {svc.proc.returncode});"
+                                       f" its log {svc.log} ends with:\n{_tail(svc.log)}")
+                if _ready(f"http://{host}:{svc.port}"):
+                    del waiting[name]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {READY_TIMEOUT:.0f}s: {', '.join(waiting)}; "
+                                   f"see {self.data / 'logs'}")
+            self.stop_requested.wait(0.2)
+        self.host = host
+
+    def _announce(self) -> None:
+        width = max(len(s.name) for s in self.services)
+        for svc in self.services:
+            click.echo(f"{svc.name.ljust(width)}  http://{self.host}:{svc.port}")
+        from ..web.auth import TokenService
+        token = TokenService(self.env["BAPAS_JWT_SECRET"]).issue(
+            "pk-0007", DEV_OFFICE, ["pk", "supervisor", "head"])
+        click.echo(f"{'token'.ljust(width)}  {token}")
+        click.echo(f"(development token: office {DEV_OFFICE}, roles pk, supervisor, head; "
+                   f"`bapas token --office X --role Y` mints others)")
+        click.echo(f"logs in {self.data / 'logs'}; Ctrl-C stops everything", nl=True)
+
+    def _watch(self) -> None:
+        """Restart a service that dies, with growing pauses if it keeps dying."""
+        while not self.stop_requested.wait(0.5):
+            now = time.monotonic()
+            for svc in self.services:
+                if svc.proc is None or svc.proc.poll() is None:
+                    continue
+                if svc.next_start == 0.0:
+                    lived = now - svc.started
+                    if lived > 60:
+                        svc.restarts = 0
+                    delay = min(30.0, 0.5 * 2 ** svc.restarts)
+                    svc.next_start = now + delay
+                    click.echo(f"{svc.name} exited (code {svc.proc.returncode}); restarting in "
+                               f"{delay:.1f}s", err=True)
+                elif now >= svc.next_start:
+                    svc.restarts += 1
+                    svc.next_start = 0.0
+                    self._spawn(svc)
+
+    def _shutdown(self) -> None:
+        for svc in self.services:
+            if svc.proc and svc.proc.poll() is None:
+                svc.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for svc in self.services:
+            if svc.proc is None:
+                continue
+            try:
+                svc.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                svc.proc.kill()
+                svc.proc.wait(5)
+        if self.nats:
+            self.nats.stop()
+        if self.pg:
+            self.pg.stop()
+        (self.data / "run.json").unlink(missing_ok=True)
+        if self.services or self.nats or self.pg:
+            click.echo("stopped")
+
+    def _write_run_file(self, nats_url: str, monitor_url: str, dsn: str, host: str) -> None:
+        info = {"pid": os.getpid(), "nats_url": nats_url, "nats_monitor_url": monitor_url,
+                "database_url": dsn,
+                "services": {s.name: f"http://{host}:{s.port}" for s in self.services}}
+        (self.data / "run.json").write_text(json.dumps(info, indent=2))
+
+
+def _prefer(port: int) -> int | None:
+    """The conventional port when it is free, else any free one."""
+    return port if port_is_free(port) else None
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settings) -> None:
+    from ..db import create_pool, ensure_kernel_tables
+    from ..runtime import connect_nats
+    from ..streams import Topology, check_server_profile, ensure_streams
+
+    topology = Topology(settings.namespace)
+    await check_server_profile(monitor_url)
+    nc = await connect_nats(nats_url, "bapas-up")
+    try:
+        await ensure_streams(nc.jetstream(), topology, settings.stream_replicas)
+    finally:
+        await nc.close()
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            for name in SERVICES:
+                await ensure_kernel_tables(conn, topology.schema(name))
+    finally:
+        await pool.close()
+
+
+def run_platform(data: Path) -> int:
+    return Platform(data).run()
