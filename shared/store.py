@@ -19,8 +19,9 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from .envelope import GENESIS_HASH, Envelope, ce_type, format_time, parse_ce_type, parse_time
-from .errors import AppendError, ConcurrencyError, EventDecodeError
+from .envelope import (GENESIS_HASH, ChainCheck, Envelope, ce_type, format_time, parse_ce_type,
+                       parse_time, verify_chain)
+from .errors import AppendError, ConcurrencyError, EventDecodeError, KernelError
 from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, UnknownEventType
 from .metrics import KernelMetrics
 from .streams import CaseRef, Topology
@@ -122,6 +123,16 @@ class EventStore:
             version = CaseVersion.new()
         return LoadedCase(ref, context, events, version, messages_read=len(messages))
 
+    async def verify(self, context: str, ref: CaseRef) -> ChainCheck:
+        """Recompute the case's hash chain from the stored bytes (bodies are not decoded, so
+        a tampered body is reported, not refused)."""
+        stream = self.topology.stream(context)
+        subject = self.topology.subject(context, ref)
+        messages = await self.read_subject(stream, subject)
+        return verify_chain([(Envelope.from_headers(m.headers, subject,
+                                                    int(m.headers["Nats-Sequence"])), m.data)
+                             for m in messages])
+
     async def read_subject(self, stream: str, subject: str, *, from_seq: int = 1) -> list[Msg]:
         """Raw messages of one exact subject via batched Direct Get (no helper in nats-py)."""
         await self._ensure_inbox()
@@ -139,12 +150,12 @@ class EventStore:
                 await asyncio.wait_for(collector.done, self._timeout)
             finally:
                 self._pending.pop(token, None)
+            if collector.status not in ("204", "404", None):
+                raise KernelError(f"direct get on {stream} {subject} answered status "
+                                  f"{collector.status} (is allow_direct set on the stream?)")
             out.extend(collector.messages)
             if collector.status == "404" or not collector.messages:
                 return out
-            if collector.status not in ("204", None):
-                raise AppendError(f"direct get on {stream} {subject} answered status "
-                                  f"{collector.status}")
             last = collector.messages[-1]
             if int(last.headers.get("Nats-Num-Pending", "0")) == 0:
                 return out

@@ -56,16 +56,15 @@ async def pool(servers: Servers):
 
 @pytest.fixture
 async def streams(nc, topology: Topology, pool):
-    """This test's streams (every context plus the test context `ledger`); removed after."""
+    """This test's streams (every context plus the test context `ledger`); after the test,
+    every stream and schema of its namespace is removed."""
     contexts = (*CONTEXT_STREAMS, "ledger")
     await ensure_streams(nc.jetstream(), topology, contexts=contexts)
     yield contexts
     js = nc.jetstream()
-    for context in contexts:
-        try:
-            await js.delete_stream(topology.stream(context))
-        except Exception:  # noqa: BLE001
-            pass
+    for info in await js.streams_info():
+        if info.config.name.startswith(topology.namespace.upper() + "_"):
+            await js.delete_stream(info.config.name)
     async with pool.acquire() as conn:
         schemas = await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
                                    topology.namespace + "\\_%")

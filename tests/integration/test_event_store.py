@@ -14,7 +14,7 @@ from shared.errors import ConcurrencyError, DomainError
 from shared.events import EventCatalog, Metadata, NewEvent
 from shared.ids import derived_id, new_id
 from shared.store import CaseVersion, EventStore
-from shared.streams import CaseRef
+from shared.streams import CaseRef, stream_profile
 from tests.support import ledger
 from tests.support.ledger import LEDGER, AccountOpened, Credited, Debited
 
@@ -168,3 +168,34 @@ async def test_a_reaction_with_derived_ids_appends_once_however_often_it_runs(st
     assert len(results[0].events) == 1 and results[1].events == [] and results[2].events == []
     state, _, history = await runner.load_state(ref)
     assert state.balance == 50 and len(history) == 2
+
+
+async def test_the_hash_chain_detects_an_altered_body_and_a_missing_event(nc, store, topology):
+    ref = case()
+    v = CaseVersion.new()
+    for data in (AccountOpened(owner="a"), Credited(amount=10), Credited(amount=20),
+                 Debited(amount=5)):
+        v = (await store.append("ledger", ref, [ev(data)], v)).version
+    assert (await store.verify("ledger", ref)).intact
+    original = await store.read_subject(topology.stream("ledger"), topology.subject("ledger", ref))
+    await nc.jetstream().add_stream(stream_profile(topology, "scratch"))
+
+    async def copy(into: CaseRef, change) -> None:
+        """Publish a copy of the case into the scratch stream, changed by `change`."""
+        for i, m in enumerate(original):
+            body = change(i, m.data)
+            if body is None:
+                continue
+            headers = {k: v for k, v in m.headers.items() if k.startswith(("ce-", "content"))}
+            await nc.jetstream().publish(topology.subject("scratch", into), body, headers=headers)
+
+    altered = case()
+    await copy(altered, lambda i, body: body.replace(b"20", b"90") if i == 2 else body)
+    check = await store.verify("scratch", altered)
+    assert not check.intact and check.reason == "altered" and check.broken_at == 2
+
+    missing = case()
+    await copy(missing, lambda i, body: None if i == 1 else body)
+    check = await store.verify("scratch", missing)
+    assert not check.intact and check.reason == "missing" and check.broken_at == 1
+    assert check.event_id == original[2].headers["ce-id"]
