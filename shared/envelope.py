@@ -33,7 +33,7 @@ def ce_type(name: str, version: int) -> str:
 
 
 def parse_ce_type(value: str) -> tuple[str, int]:
-    m = _TYPE_RE.match(value)
+    m = _TYPE_RE.fullmatch(value)
     if not m:
         raise ValueError(f"ce-type {value!r} is not of the form bapas.<EventType>.v<N>")
     return m.group(1), int(m.group(2))

@@ -95,7 +95,12 @@ class EventRegistry:
                 up = self._upcasters.get((name, v))
                 if up is None:
                     raise UnknownEventType(f"no upcaster for {name} from version {v}")
-                data = up(data)
+                try:
+                    data = up(data)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise InvalidEventBody(
+                        f"the upcaster of {name} v{v} cannot read this body: "
+                        f"{type(exc).__name__}: {exc}") from exc
             return cls.model_validate(data)
         except ValidationError as exc:
             raise InvalidEventBody(_describe(exc)) from exc

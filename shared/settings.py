@@ -25,7 +25,7 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production"] = Field(
         "production", description="`development` allows dev-only conveniences (local secret, "
-        "loopback http webhooks); anything else is production.")
+        "loopback http webhooks); `production` allows none.")
     nats_url: str = "nats://127.0.0.1:4222"
     nats_monitor_url: str | None = Field(
         None, description="nats-server monitoring endpoint, read at start-up to verify "

@@ -32,7 +32,7 @@ _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 def valid_token(value: str) -> bool:
     """True if `value` may stand as one subject token (an office code or a client id)."""
-    return bool(_TOKEN.match(value))
+    return _TOKEN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class Topology:
     namespace: str = ""
 
     def __post_init__(self) -> None:
-        if self.namespace and not _NAMESPACE.match(self.namespace):
+        if self.namespace and not _NAMESPACE.fullmatch(self.namespace):
             raise ValueError("namespace must be lower-case letters, digits and _ (max 31)")
 
     @property
@@ -78,9 +78,12 @@ class Topology:
         return f"{self.namespace}_{name}" if self.namespace else name
 
     def parse_subject(self, subject: str) -> tuple[str, str, str]:
-        """(office, context, client_id) of a case subject."""
-        tail = subject[len(self.root) + 1:]
-        office, context, client_id = tail.split(".")
+        """(office, context, client_id) of a case subject of this namespace."""
+        prefix = self.root + "."
+        parts = subject[len(prefix):].split(".") if subject.startswith(prefix) else []
+        if len(parts) != 3:
+            raise ValueError(f"{subject!r} is not a case subject under {prefix}")
+        office, context, client_id = parts
         return office, context, client_id
 
 

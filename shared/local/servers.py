@@ -1,8 +1,9 @@
 """NATS and PostgreSQL from wheels, as child processes this process owns.
 
 Used by `bapas up`, the benchmarks and the test fixtures. Each server runs under a data
-folder, listens on loopback only, and dies with its parent (PR_SET_PDEATHSIG), so nothing
-outlives the process that started it, not even after a SIGKILL.
+folder, listens on loopback only, in a process group of its own (a Ctrl-C meant for the
+services must not stop the servers under them first), and dies with its parent
+(PR_SET_PDEATHSIG), so nothing outlives the process that started it, not even a SIGKILL.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ class NatsServer:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [nats_server_binary(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
+                stdin=subprocess.DEVNULL, process_group=0,
+                preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
 
         def healthy() -> bool:
             try:
@@ -233,7 +235,7 @@ class PostgresServer:
                  "-h", "127.0.0.1", "-k", "", "-c", "max_connections=300",
                  "-c", "shared_buffers=256MB", "-c", "fsync=on"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=user,
-                cwd="/", preexec_fn=lambda: _die_with_parent(signal.SIGINT))
+                cwd="/", process_group=0, preexec_fn=lambda: _die_with_parent(signal.SIGINT))
 
         def accepting() -> bool:
             r = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),

@@ -15,7 +15,7 @@ from ..ids import new_id
 from ..logging import bind, clear
 from ..metrics import KernelMetrics
 from .auth import TokenService
-from .problems import install_problem_handlers
+from .problems import install_problem_handlers, problem_response
 
 __all__ = ["create_app", "ReadinessCheck"]
 
@@ -41,7 +41,13 @@ def create_app(*, service: str, title: str, description: str, version: str,
         started = time.perf_counter()
         status = 500
         try:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # answer here, while the correlation id is still bound
+                log.error("unhandled error", path=request.url.path, exc_info=exc)
+                response = problem_response(
+                    500, "Internal error", "the request could not be completed; it has been "
+                    "logged", instance=request.url.path)
             status = response.status_code
             response.headers["X-Correlation-Id"] = correlation_id
             return response

@@ -73,8 +73,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         for err in exc.errors():
-            errors.append({"field": _field(err.get("loc", ())), "rule": err.get("type"),
-                           "message": err.get("msg")})
+            field = ("(body)" if err.get("type") == "json_invalid"  # loc is a character offset
+                     else _field(err.get("loc", ())))
+            errors.append({"field": field, "rule": err.get("type"), "message": err.get("msg")})
         first = errors[0] if errors else {"field": None, "message": "invalid request"}
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         return problem_response(422, "Invalid request", detail, field=first["field"],
