@@ -26,7 +26,7 @@ from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, Unk
 from .metrics import KernelMetrics
 from .streams import CaseRef, Topology
 
-__all__ = ["EventStore", "CaseVersion", "LoadedCase", "AppendResult", "decode_message"]
+__all__ = ["EventStore", "CaseVersion", "CaseWrite", "LoadedCase", "AppendResult", "decode_message"]
 
 WRONG_LAST_SEQUENCE = 10071
 BATCH_DUPLICATE_ID = 10201
@@ -58,6 +58,15 @@ class LoadedCase:
 
 
 @dataclass(frozen=True, slots=True)
+class CaseWrite:
+    """Events for one case, and where the case must stand for them to be appended."""
+
+    ref: CaseRef
+    events: Sequence[NewEvent]
+    expected: CaseVersion
+
+
+@dataclass(frozen=True, slots=True)
 class AppendResult:
     events: list[RecordedEvent]
     version: CaseVersion
@@ -69,6 +78,7 @@ class _Collector:
     messages: list[Msg] = field(default_factory=list)
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     status: str | None = None
+    single: bool = False  # a plain (not batched) direct get answers with one message
 
 
 def decode_message(catalog: EventCatalog, topology: Topology, stream: str, subject: str,
@@ -123,6 +133,19 @@ class EventStore:
             version = CaseVersion.new()
         return LoadedCase(ref, context, events, version, messages_read=len(messages))
 
+    async def last(self, context: str, ref: CaseRef) -> LoadedCase:
+        """Only the case's last event (or none): enough where a case's state is its last
+        fact, such as an office's register book, whatever the length of its history."""
+        stream = self.topology.stream(context)
+        subject = self.topology.subject(context, ref)
+        messages = await self._direct_get(stream, {"last_by_subj": subject}, single=True)
+        events = [decode_message(self.catalog, self.topology, stream, subject,
+                                 int(m.headers["Nats-Sequence"]), m.headers, m.data)
+                  for m in messages]
+        version = (CaseVersion(events[-1].stream_seq, events[-1].sequence, events[-1].hash)
+                   if events else CaseVersion.new())
+        return LoadedCase(ref, context, events, version, messages_read=len(messages))
+
     async def verify(self, context: str, ref: CaseRef) -> ChainCheck:
         """Recompute the case's hash chain from the stored bytes (bodies are not decoded, so
         a tampered body is reported, not refused)."""
@@ -135,31 +158,35 @@ class EventStore:
 
     async def read_subject(self, stream: str, subject: str, *, from_seq: int = 1) -> list[Msg]:
         """Raw messages of one exact subject via batched Direct Get (no helper in nats-py)."""
-        await self._ensure_inbox()
         out: list[Msg] = []
         seq = from_seq
         while True:
-            token = str(self._next_token)
-            self._next_token += 1
-            collector = _Collector()
-            self._pending[token] = collector
-            try:
-                request = {"seq": seq, "next_by_subj": subject, "batch": DIRECT_GET_BATCH}
-                await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(),
-                                       reply=f"{self._inbox_prefix}.{token}")
-                await asyncio.wait_for(collector.done, self._timeout)
-            finally:
-                self._pending.pop(token, None)
-            if collector.status not in ("204", "404", None):
-                raise KernelError(f"direct get on {stream} {subject} answered status "
-                                  f"{collector.status} (is allow_direct set on the stream?)")
-            out.extend(collector.messages)
-            if collector.status == "404" or not collector.messages:
+            request = {"seq": seq, "next_by_subj": subject, "batch": DIRECT_GET_BATCH}
+            messages = await self._direct_get(stream, request)
+            out.extend(messages)
+            if not messages:
                 return out
-            last = collector.messages[-1]
+            last = messages[-1]
             if int(last.headers.get("Nats-Num-Pending", "0")) == 0:
                 return out
             seq = int(last.headers["Nats-Sequence"]) + 1
+
+    async def _direct_get(self, stream: str, request: dict, *, single: bool = False) -> list[Msg]:
+        await self._ensure_inbox()
+        token = str(self._next_token)
+        self._next_token += 1
+        collector = _Collector(single=single)
+        self._pending[token] = collector
+        try:
+            await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(),
+                                   reply=f"{self._inbox_prefix}.{token}")
+            await asyncio.wait_for(collector.done, self._timeout)
+        finally:
+            self._pending.pop(token, None)
+        if collector.status not in ("204", "404", None):
+            raise KernelError(f"direct get on {stream} answered status {collector.status} "
+                              "(is allow_direct set on the stream?)")
+        return collector.messages
 
     async def _ensure_inbox(self) -> None:
         if self._inbox_sub is not None:
@@ -179,6 +206,8 @@ class EventStore:
             collector.done.set_result(None)
         else:
             collector.messages.append(msg)
+            if collector.single:
+                collector.done.set_result(None)
 
     # ----------------------------------------------------------------------------- writing
 
@@ -190,45 +219,64 @@ class EventStore:
         or a duplicate batch might mean our own earlier attempt was stored: those are
         settled by reading the case and looking for our event ids.
         """
-        if not events:
-            return AppendResult([], expected)
+        return (await self.append_together(context, [CaseWrite(ref, events, expected)]))[0]
+
+    async def append_together(self, context: str,
+                              writes: Sequence[CaseWrite]) -> list[AppendResult]:
+        """Append to several cases of one context at once: all or nothing.
+
+        One decision may have to change more than one subject (a client and the office's
+        register book, say). Every case's first message carries its own expectation; the
+        server checks them all at commit (ADR-50 atomic batch, which may span subjects of
+        one stream).
+        """
+        writes = [w for w in writes if w.events]
+        if not writes:
+            return []
         stream = self.topology.stream(context)
-        subject = self.topology.subject(context, ref)
-        prepared = self._prepare(context, ref, events, expected)
+        prepared = [(self.topology.subject(context, w.ref), w,
+                     self._prepare(context, w.ref, w.events, w.expected)) for w in writes]
+        messages = [(subject, env, body, w.expected.stream_seq if i == 0 else None)
+                    for subject, w, envs in prepared for i, (env, body) in enumerate(envs)]
         started = time.perf_counter()
         try:
-            if len(prepared) == 1:
-                ack = await self._publish_one(subject, *prepared[0], expected.stream_seq)
+            if len(messages) == 1:
+                ack = await self._publish_one(*messages[0])
             else:
-                ack = await self._publish_batch(stream, subject, prepared, expected.stream_seq)
+                ack = await self._publish_batch(stream, messages)
             if ack.get("duplicate"):  # stored before, by an attempt whose answer was lost
                 raise _MaybeWritten(None, "the server already holds these event ids")
         except _MaybeWritten as maybe:
-            result = await self._reconcile(context, ref, events)
-            if result is not None:
-                return result
+            results = await self._reconcile(context, writes)
+            if results is not None:
+                return results
+            names = ", ".join(subject for subject, _, _ in prepared)
             if maybe.code == WRONG_LAST_SEQUENCE:
                 self._metrics.conflicts.labels(stream).inc()
-                raise ConcurrencyError(subject, expected.stream_seq, maybe.detail) from None
-            raise AppendError(f"append to {subject} not confirmed: {maybe.detail}") from None
+                raise ConcurrencyError(names, writes[0].expected.stream_seq,
+                                       maybe.detail) from None
+            raise AppendError(f"append to {names} not confirmed: {maybe.detail}") from None
         finally:
             self._metrics.append_seconds.labels(stream).observe(time.perf_counter() - started)
-        last_seq = int(ack["seq"])
-        first_seq = last_seq - len(prepared) + 1
-        recorded = [
-            RecordedEvent(
-                id=env.id, type=ev.data.event_type, version=ev.data.event_version,
-                time=ev.time, time_text=env.time, office=ref.office, context=context,
-                client_id=ref.client_id, sequence=env.sequence, stream=stream,
-                stream_seq=first_seq + i, subject=subject, actor=env.actor,
-                correlation_id=env.correlation_id, causation_id=env.causation_id,
-                prevhash=env.prevhash, hash=env.hash, body=body, data=ev.data,
-                headers=env.headers())
-            for i, ((env, body), ev) in enumerate(zip(prepared, events, strict=True))
-        ]
-        self._metrics.appends.labels(stream).inc(len(recorded))
-        last = recorded[-1]
-        return AppendResult(recorded, CaseVersion(last.stream_seq, last.sequence, last.hash))
+        seq = int(ack["seq"]) - len(messages)
+        results = []
+        for subject, w, envs in prepared:
+            recorded = []
+            for (env, body), ev in zip(envs, w.events, strict=True):
+                seq += 1
+                recorded.append(RecordedEvent(
+                    id=env.id, type=ev.data.event_type, version=ev.data.event_version,
+                    time=ev.time, time_text=env.time, office=w.ref.office, context=context,
+                    client_id=w.ref.client_id, sequence=env.sequence, stream=stream,
+                    stream_seq=seq, subject=subject, actor=env.actor,
+                    correlation_id=env.correlation_id, causation_id=env.causation_id,
+                    prevhash=env.prevhash, hash=env.hash, body=body, data=ev.data,
+                    headers=env.headers()))
+            last = recorded[-1]
+            results.append(AppendResult(recorded, CaseVersion(last.stream_seq, last.sequence,
+                                                              last.hash)))
+        self._metrics.appends.labels(stream).inc(len(messages))
+        return results
 
     def _prepare(self, context: str, ref: CaseRef, events: Sequence[NewEvent],
                  expected: CaseVersion) -> list[tuple[Envelope, bytes]]:
@@ -248,25 +296,29 @@ class EventStore:
             out.append((env, body))
         return out
 
-    async def _publish_one(self, subject: str, env: Envelope, body: bytes, expected: int) -> dict:
+    async def _publish_one(self, subject: str, env: Envelope, body: bytes,
+                           expected: int | None) -> dict:
         headers = env.headers()
-        headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+        if expected is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
         return await self._request(subject, body, headers)
 
-    async def _publish_batch(self, stream: str, subject: str,
-                             prepared: list[tuple[Envelope, bytes]], expected: int) -> dict:
-        # The expectation travels on the first message; the server checks the whole batch
-        # at commit and stores all of it or none.
+    async def _publish_batch(self, stream: str,
+                             messages: list[tuple[str, Envelope, bytes, int | None]]) -> dict:
+        """ADR-50: every message carries the batch id and its place (1..n); the first is a
+        request (the server answers empty), the middle ones plain publishes, the last one
+        commits and answers the PubAck. The server stores all of it or none."""
         slots = self._batch_slots.setdefault(stream, asyncio.Semaphore(MAX_OPEN_BATCHES))
-        batch_id = prepared[0][0].id
-        n = len(prepared)
+        batch_id = messages[0][1].id
+        n = len(messages)
         async with slots:
-            for i, (env, body) in enumerate(prepared, start=1):
+            for i, (subject, env, body, expected) in enumerate(messages, start=1):
                 headers = env.headers()
                 headers["Nats-Batch-Id"] = batch_id
                 headers["Nats-Batch-Sequence"] = str(i)
-                if i == 1:
+                if expected is not None:
                     headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+                if i == 1:
                     await self._request(subject, body, headers, batch_start=True)
                 elif i < n:
                     await self._nc.publish(subject, body, headers=headers)
@@ -298,20 +350,26 @@ class EventStore:
                               f"(code {code})")
         return reply
 
-    async def _reconcile(self, context: str, ref: CaseRef,
-                         events: Sequence[NewEvent]) -> AppendResult | None:
-        """Our events are in the case already (an earlier attempt landed): report success."""
-        loaded = await self.load(context, ref)
-        ours = {e.id for e in events}
-        found = [e for e in loaded.events if e.id in ours]
-        if not found:
+    async def _reconcile(self, context: str,
+                         writes: Sequence[CaseWrite]) -> list[AppendResult] | None:
+        """Our events are in the cases already (an earlier attempt landed): report success."""
+        results, found_any, missing_any = [], False, False
+        for w in writes:
+            loaded = await self.load(context, w.ref)
+            ours = {e.id for e in w.events}
+            found = [e for e in loaded.events if e.id in ours]
+            found_any |= bool(found)
+            missing_any |= len(found) != len(ours)
+            if found:
+                last = found[-1]
+                results.append(AppendResult(found, CaseVersion(last.stream_seq, last.sequence,
+                                                               last.hash), duplicate=True))
+        if not found_any:
             return None
-        if len(found) != len(ours):
-            raise AppendError(f"only {len(found)} of {len(ours)} events of one decision are "
-                              f"stored in {self.topology.subject(context, ref)}")
-        last = found[-1]
-        return AppendResult(found, CaseVersion(last.stream_seq, last.sequence, last.hash),
-                            duplicate=True)
+        if missing_any:
+            raise AppendError("only part of one decision's events is stored: "
+                              + ", ".join(self.topology.subject(context, w.ref) for w in writes))
+        return results
 
 
 class _MaybeWritten(Exception):

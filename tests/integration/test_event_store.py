@@ -199,3 +199,37 @@ async def test_the_hash_chain_detects_an_altered_body_and_a_missing_event(nc, st
     check = await store.verify("scratch", missing)
     assert not check.intact and check.reason == "missing" and check.broken_at == 1
     assert check.event_id == original[2].headers["ce-id"]
+
+
+async def test_several_cases_change_together_or_not_at_all(store):
+    from shared.store import CaseWrite
+    a, b = case(), case()
+    va = (await store.append("ledger", a, [ev(AccountOpened(owner="a"))], CaseVersion.new())).version
+    transfer = [CaseWrite(a, [ev(Debited(amount=0))], va),
+                CaseWrite(b, [ev(AccountOpened(owner="b")), ev(Credited(amount=1))],
+                          CaseVersion.new())]
+    ra, rb = await store.append_together("ledger", transfer)
+    assert ra.version.sequence == 2 and rb.version.sequence == 2
+    assert rb.events[0].stream_seq == ra.events[0].stream_seq + 1
+    # a stale expectation on the second case refuses the whole decision
+    with pytest.raises(ConcurrencyError):
+        await store.append_together("ledger", [
+            CaseWrite(a, [ev(Credited(amount=5))], ra.version),
+            CaseWrite(b, [ev(Credited(amount=5))], CaseVersion.new())])
+    assert [len((await store.load("ledger", r)).events) for r in (a, b)] == [2, 2]
+    # a repeat of a stored decision is recognised, case by case
+    again = await store.append_together("ledger", transfer)
+    assert all(r.duplicate for r in again)
+    assert [e.id for e in again[1].events] == [e.id for e in rb.events]
+
+
+async def test_the_last_event_of_a_case_is_read_alone(store):
+    ref = case()
+    assert (await store.last("ledger", ref)).events == []
+    v = CaseVersion.new()
+    for amount in range(1, 40):
+        data = AccountOpened(owner="a") if amount == 1 else Credited(amount=amount)
+        v = (await store.append("ledger", ref, [ev(data)], v)).version
+    last = await store.last("ledger", ref)
+    assert last.messages_read == 1 and last.events[0].data == Credited(amount=39)
+    assert last.version == v
