@@ -17,8 +17,9 @@ __all__ = ["configure_logging", "bind", "clear"]
 def configure_logging(service: str, *, fmt: str = "auto", level: str = "info") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
-    renderer = (structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()) if fmt == "console"
-                else structlog.processors.JSONRenderer())
+    renderer = (structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                              exception_formatter=structlog.dev.plain_traceback)
+                if fmt == "console" else structlog.processors.JSONRenderer())
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -345,6 +345,16 @@ class ProjectionRunner:
                 await _quietly(self.js.delete_consumer(stream, self._durable(old, stream)))
         log.info("projection switched to a new build", projection=self.name, old=old, new=new)
 
+    async def ensure_created(self) -> None:
+        """Create the projection's first build (tables and views) if it has none, so that
+        queries find their views from the first request on; building is left to the leader."""
+        if self.kind == "projection":
+            async with self.pool.acquire() as conn:
+                exists = await conn.fetchval(
+                    f"SELECT 1 FROM {self.s}.projection_versions WHERE projection = $1", self.name)
+            if not exists:
+                await self._prepare_versions()
+
     async def request_rebuild(self) -> str:
         """Start building a fresh copy of this projection (same version) from the streams."""
         async with self.pool.acquire() as conn, conn.transaction():

@@ -105,9 +105,11 @@ class Kernel:
                                 batch_size=self.settings.projection_batch,
                                 retry_delays=self.settings.projection_retry_delays)
 
-    def start(self, parts: ServiceParts) -> None:
+    async def start(self, parts: ServiceParts) -> None:
+        """Start consumers and background jobs; read models exist when this returns."""
         for target in parts.consumers:
             runner = self.projection_runner(target)
+            await runner.ensure_created()
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"consumer:{target.name}"))
         for job in parts.background:
@@ -149,8 +151,10 @@ class Kernel:
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self.nc.drain()
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self.pool.close(), 10)
+        except Exception:  # noqa: BLE001 - a connection stuck mid-query must not keep locks
+            self.pool.terminate()
 
 
 async def _forever(job: Callable[[], Awaitable[None]]) -> None:
@@ -226,7 +230,7 @@ async def serve(defn: ServiceDefinition, settings: Settings) -> None:
     try:
         parts = defn.build(kernel)
         app = build_app(defn, kernel, parts)
-        kernel.start(parts)
+        await kernel.start(parts)
         config = uvicorn.Config(app, host=settings.host, port=settings.port(defn.name),
                                 log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=10)

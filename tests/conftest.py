@@ -68,5 +68,6 @@ async def streams(nc, topology: Topology, pool):
     async with pool.acquire() as conn:
         schemas = await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
                                    topology.namespace + "\\_%")
+        await conn.execute("SET lock_timeout = '20s'")  # a leak shows as an error, not a hang
         for row in schemas:
             await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')

@@ -33,7 +33,7 @@ async def test_readiness_reports_a_parked_case_and_stays_ready(kernel):
     parts = ServiceParts(consumers=[Balances()])
     defn = ServiceDefinition("ledgerview", "t", "t", (LEDGER,), lambda k: parts)
     app = build_app(defn, kernel, parts)
-    kernel.start(parts)
+    await kernel.start(parts)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
         async def ready_doc():
             return (await c.get("/readyz")).json()
