@@ -1,21 +1,32 @@
-"""The registration service: its parts, wired onto the kernel."""
+"""The registration service: receives clients into guidance.
+
+Wiring only: the registrar (command handlers), the client directory (read model), the
+transfer intake (reaction) and the HTTP routes.
+"""
 
 from __future__ import annotations
 
-from shared.events import EventRegistry
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
-EVENTS = EventRegistry("registration")
+from .api import build_router
+from .domain import EVENTS
+from .projections import ClientDirectory
+from .reactions import TransferIntake
+from .registrar import Registrar
 
 
 def build(kernel: Kernel) -> ServiceParts:
-    return ServiceParts()
+    registrar = Registrar(kernel.store, kernel.metrics)
+    return ServiceParts(routers=[build_router(kernel, registrar)],
+                        consumers=[ClientDirectory(), TransferIntake(registrar)])
 
 
 definition = ServiceDefinition(
     name="registration",
     title="bapas registration",
-    description="Receives clients into guidance: identity, legal basis, officer assignment, address, transfers.",
+    description="Receives clients into guidance: identity (NIK), legal basis, officer "
+                "assignment, address, corrections and transfers between offices. Every "
+                "call needs a bearer token; offices see only their own clients.",
     registries=(EVENTS,),
     build=build,
 )

@@ -1,0 +1,402 @@
+"""Registration over HTTP: request -> command -> response; nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+from stdnum.exceptions import ValidationError as NikInvalid
+from stdnum.id import nik as stdnum_nik
+
+from shared.events import Metadata
+from shared.ids import derived_id, new_id
+from shared.runtime import Kernel
+from shared.streams import CaseRef
+from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.problems import PROBLEM_RESPONSES, Problem
+
+from . import domain as d
+from .registrar import Registrar
+
+CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+OFFICE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+OFFICER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+PHONE_PATTERN = r"^\+?[0-9]{8,15}$"
+STAFF = ("pk", "supervisor", "head")
+READERS = ("pk", "supervisor", "head", "tpp")
+
+ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id")]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+LongText = Annotated[str, Field(min_length=1, max_length=500)]
+Phone = Annotated[str, Field(pattern=PHONE_PATTERN, description="digits, optionally with +")]
+OfficerId = Annotated[str, Field(pattern=OFFICER_PATTERN)]
+
+
+def _valid_nik(value: str) -> str:
+    try:
+        return stdnum_nik.validate(value)
+    except NikInvalid as exc:
+        raise PydanticCustomError(
+            "nik", "not a valid NIK: 16 digits, region code then birth date DDMMYY (day + 40 "
+            "for women) then a serial ({reason})", {"reason": exc.message}) from None
+
+
+Nik = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_valid_nik)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class DecisionIn(_In):
+    number: Text
+    issued_by: Text
+    issued_on: date
+
+
+class PeriodIn(_In):
+    start_on: date
+    end_on: date
+
+    @model_validator(mode="after")
+    def _order(self) -> PeriodIn:
+        if self.end_on <= self.start_on:
+            raise PydanticCustomError("period_order", "end_on must be after start_on")
+        return self
+
+
+class PersonIn(_In):
+    full_name: Text
+    nik: Nik
+    birth_date: date | None = None
+    sex: d.Sex | None = None
+    address: LongText
+    phone: Phone | None = None
+
+
+class FamilyContactIn(_In):
+    name: Text
+    relation: Text
+    phone: Phone | None = None
+
+
+class RegisterIn(_In):
+    program: d.Program
+    decision: DecisionIn
+    origin_institution: Text
+    period: PeriodIn
+    person: PersonIn
+    family_contact: FamilyContactIn | None = None
+    officer_id: OfficerId | None = None
+
+
+class RegisteredOut(BaseModel):
+    client_id: str
+    register_number: str
+    version: int
+    warnings: list[str]
+
+
+class AssignOfficerIn(_In):
+    officer_id: OfficerId
+    reason: LongText
+
+
+class ChangeAddressIn(_In):
+    address: LongText
+    reported_by_client: bool = True
+
+
+class CorrectionIn(_In):
+    field: Annotated[str, Field(description="one of: " + ", ".join(sorted(d.CORRECTABLE)))]
+    value: Any
+    reason: LongText
+
+
+class TransferIn(_In):
+    to_office: Annotated[str, Field(pattern=OFFICE_PATTERN)]
+    tpp_decision_id: Text
+    approved_by: Text
+
+
+class ChangedOut(BaseModel):
+    client_id: str
+    version: int
+    changed: bool
+    events: list[str]
+
+
+class TransferredOut(ChangedOut):
+    to_office: str
+    new_client_id: str
+
+
+class ClientSummary(BaseModel):
+    client_id: str
+    office: str
+    register_number: str
+    full_name: str
+    program: d.Program
+    status: d.Status
+    officer_id: str | None
+    is_child: bool
+    registered_at: datetime
+
+
+class ClientPage(BaseModel):
+    items: list[ClientSummary]
+    next_cursor: str | None
+
+
+class Caseload(BaseModel):
+    officer_id: str
+    office: str
+    active: int
+    by_program: dict[str, int]
+
+
+def sees(principal: Principal, office: str, officer_id: str | None, is_child: bool,
+         transferred_to: str | None = None) -> bool:
+    """May this person read this client? Auditors read all; office staff read their office's
+    clients (and those transferred to it); children only their officer, supervisors, head."""
+    if "auditor" in principal.roles:
+        return True
+    if principal.office not in (office, transferred_to) or not principal.has(*READERS):
+        return False
+    return not is_child or principal.has("supervisor", "head") or principal.sub == officer_id
+
+
+def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["clients"], responses=PROBLEM_RESPONSES)
+    clients = f'"{kernel.schema}".clients'
+
+    def meta(request: Request, principal: Principal) -> Metadata:
+        return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id)
+
+    async def changeable(principal: Principal, client_id: str) -> tuple[CaseRef, d.Client]:
+        """The caller's own office's client, which they may change; 404 otherwise."""
+        ref = CaseRef(principal.office, client_id)
+        state, _ = await registrar.load(ref)
+        if state.registered is None or not sees(principal, ref.office, state.officer_id,
+                                                state.is_child):
+            raise not_found()
+        return ref, state
+
+    @api.post("/clients", status_code=201, response_model=RegisteredOut,
+              summary="Register a client in the caller's office",
+              dependencies=[require_roles(*STAFF)])
+    async def register_client(
+            body: RegisterIn, request: Request, response: Response, principal: CurrentPrincipal,
+            idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> RegisteredOut:
+        client_id = (derived_id("registration", principal.office, idempotency_key)
+                     if idempotency_key else new_id())
+        cmd = d.RegisterClient(
+            client_id=client_id, office=principal.office, program=body.program,
+            decision=d.Decision(**body.decision.model_dump()),
+            origin_institution=body.origin_institution,
+            period=d.Period(**body.period.model_dump()), full_name=body.person.full_name,
+            nik=body.person.nik, address=body.person.address, phone=body.person.phone,
+            birth_date=body.person.birth_date, sex=body.person.sex,
+            family_contact=(d.FamilyContact(**body.family_contact.model_dump())
+                            if body.family_contact else None),
+            officer_id=body.officer_id, registered_at=datetime.now(UTC))
+        result = await registrar.register(cmd, meta(request, principal))
+        if result.duplicate and not _same_request(cmd, result.event):
+            raise Problem(422, "Idempotency key reused",
+                          "this Idempotency-Key was used for a different registration",
+                          rule="idempotency_key_reused", field="header.Idempotency-Key")
+        if result.duplicate:
+            response.status_code = 201  # the same answer as the first time
+        return RegisteredOut(client_id=client_id, register_number=result.event.register_number,
+                             version=result.version.sequence, warnings=result.event.warnings)
+
+    @api.get("/clients/{client_id}", summary="A client as the office sees it (the read is "
+             "recorded)")
+    async def get_client(client_id: ClientId, request: Request,
+                         principal: CurrentPrincipal) -> dict[str, Any]:
+        row = await kernel.pool.fetchrow(
+            f"SELECT office FROM {clients} WHERE client_id = $1", client_id)
+        office = row["office"] if row else principal.office
+        state, loaded = await registrar.load(CaseRef(office, client_id))
+        if state.registered is None:
+            raise not_found()
+        moved_to = state.transferred_to.office if state.transferred_to else None
+        if not sees(principal, office, state.officer_id, state.is_child, moved_to):
+            raise not_found()
+        await kernel.access.record(principal, CaseRef(office, client_id),
+                                   f"GET /v1/clients/{client_id}",
+                                   request.state.correlation_id)
+        return client_view(state, loaded.version.sequence)
+
+    @api.get("/clients", response_model=ClientPage,
+             summary="Search the office's clients by name or register number")
+    async def search_clients(
+            request: Request, principal: CurrentPrincipal,
+            officer_id: Annotated[str | None, Query(pattern=OFFICER_PATTERN)] = None,
+            program: d.Program | None = None, status: d.Status | None = None,
+            q: Annotated[str | None, Query(max_length=100)] = None,
+            limit: Annotated[int, Query(ge=1, le=100)] = 20,
+            cursor: Annotated[str | None, Query(max_length=300)] = None,
+            office: Annotated[str | None, Query(pattern=OFFICE_PATTERN,
+                                                description="auditors only")] = None,
+    ) -> ClientPage:
+        if not principal.has(*READERS, "auditor"):
+            raise Problem(403, "Forbidden", "reading clients needs an office role",
+                          rule="role_required")
+        if office and office != principal.office and "auditor" not in principal.roles:
+            raise Problem(403, "Forbidden", "only auditors search other offices",
+                          rule="office_scope", field="query.office")
+        scope = office or (None if "auditor" in principal.roles else principal.office)
+        after = _decode_cursor(cursor)
+        rows = await kernel.pool.fetch(
+            f"""SELECT client_id, office, register_number, full_name, program, status,
+                       officer_id, is_child, registered_at FROM {clients}
+                WHERE ($1::text IS NULL OR office = $1)
+                  AND ($2::text IS NULL OR officer_id = $2)
+                  AND ($3::text IS NULL OR program = $3)
+                  AND ($4::text IS NULL OR status = $4)
+                  AND ($5::text IS NULL OR full_name ILIKE '%' || $5 || '%'
+                       OR register_number ILIKE '%' || $5 || '%')
+                  AND (NOT is_child OR $6 OR officer_id = $7)
+                  AND ($8::timestamptz IS NULL OR (registered_at, client_id) < ($8, $9))
+                ORDER BY registered_at DESC, client_id DESC LIMIT $10""",
+            scope, officer_id, program.value if program else None,
+            status.value if status else None, _like(q) if q else None,
+            principal.has("supervisor", "head", "auditor"), principal.sub,
+            after[0] if after else None, after[1] if after else None, limit + 1)
+        items = [ClientSummary(**dict(r)) for r in rows[:limit]]
+        await asyncio.gather(*(kernel.access.record(
+            principal, CaseRef(i.office, i.client_id), "GET /v1/clients (search)",
+            request.state.correlation_id) for i in items))
+        more = len(rows) > limit
+        return ClientPage(items=items, next_cursor=_encode_cursor(items[-1]) if more else None)
+
+    @api.get("/officers/{officer_id}/caseload", response_model=Caseload,
+             summary="An officer's active clients by program")
+    async def caseload(officer_id: Annotated[str, Path(pattern=OFFICER_PATTERN)],
+                       principal: CurrentPrincipal) -> Caseload:
+        if not principal.has(*READERS, "auditor"):
+            raise Problem(403, "Forbidden", "caseloads need an office role", rule="role_required")
+        rows = await kernel.pool.fetch(
+            f"SELECT program, count(*) AS n FROM {clients} WHERE office = $1 AND officer_id = $2"
+            " AND status = 'ACTIVE' GROUP BY program ORDER BY program",
+            principal.office, officer_id)
+        by_program = {r["program"]: r["n"] for r in rows}
+        return Caseload(officer_id=officer_id, office=principal.office,
+                        active=sum(by_program.values()), by_program=by_program)
+
+    async def change(request: Request, principal: Principal, client_id: str, cmd) -> ChangedOut:
+        ref, _ = await changeable(principal, client_id)
+        decision = await registrar.change(ref, cmd, meta(request, principal), cmd.at)
+        return ChangedOut(client_id=client_id, version=decision.version.sequence,
+                          changed=bool(decision.events),
+                          events=[e.type for e in decision.events])
+
+    @api.post("/clients/{client_id}/officer", response_model=ChangedOut,
+              summary="Assign the client's officer (PK)", dependencies=[require_roles(*STAFF)])
+    async def assign_officer(client_id: ClientId, body: AssignOfficerIn, request: Request,
+                             principal: CurrentPrincipal) -> ChangedOut:
+        return await change(request, principal, client_id,
+                            d.AssignOfficer(body.officer_id, body.reason, datetime.now(UTC)))
+
+    @api.post("/clients/{client_id}/address", response_model=ChangedOut,
+              summary="Record a new address", dependencies=[require_roles(*STAFF)])
+    async def change_address(client_id: ClientId, body: ChangeAddressIn, request: Request,
+                             principal: CurrentPrincipal) -> ChangedOut:
+        return await change(request, principal, client_id,
+                            d.ChangeAddress(body.address, body.reported_by_client,
+                                            datetime.now(UTC)))
+
+    @api.post("/clients/{client_id}/corrections", response_model=ChangedOut,
+              summary="Correct a registered detail (old and new value are kept)",
+              dependencies=[require_roles(*STAFF)])
+    async def correct(client_id: ClientId, body: CorrectionIn, request: Request,
+                      principal: CurrentPrincipal) -> ChangedOut:
+        return await change(request, principal, client_id,
+                            d.CorrectDetails(body.field, body.value, body.reason,
+                                             datetime.now(UTC)))
+
+    @api.post("/clients/{client_id}/transfer", response_model=TransferredOut,
+              summary="Transfer the client to another office (head of office)",
+              dependencies=[require_roles("head")])
+    async def transfer(client_id: ClientId, body: TransferIn, request: Request,
+                       principal: CurrentPrincipal,
+                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+                       ) -> TransferredOut:
+        ref, _ = await changeable(principal, client_id)
+        new_client_id = (derived_id("transfer", principal.office, client_id, idempotency_key)
+                         if idempotency_key else new_id())
+        decision = await registrar.transfer(ref, d.TransferClient(
+            to_office=body.to_office, tpp_decision_id=body.tpp_decision_id,
+            approved_by=body.approved_by, new_client_id=new_client_id, at=datetime.now(UTC)),
+            meta(request, principal))
+        moved = decision.state.transferred_to
+        assert moved is not None
+        return TransferredOut(client_id=client_id, version=decision.version.sequence,
+                              changed=bool(decision.events),
+                              events=[e.type for e in decision.events],
+                              to_office=moved.office, new_client_id=moved.client_id)
+
+    return api
+
+
+def client_view(state: d.Client, version: int) -> dict[str, Any]:
+    """The client record: as registered, with later changes and corrections applied."""
+    r = state.registered
+    assert r is not None
+    view = r.model_dump(mode="json")
+    for field, value in state.corrections.items():
+        target = view
+        *path, last = field.split(".")
+        for part in path:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[last] = value
+    view["person"]["address"] = state.address
+    view["officer_id"] = state.officer_id
+    view["status"] = state.status.value
+    view["is_child"] = state.is_child
+    view["transferred_to"] = state.transferred_to.model_dump() if state.transferred_to else None
+    view["version"] = version
+    return view
+
+
+def _same_request(cmd: d.RegisterClient, stored: d.ClientRegistered) -> bool:
+    """A repeat of the same Idempotency-Key must carry the same registration."""
+    person = stored.person
+    return (cmd.program == stored.program and cmd.decision == stored.decision
+            and cmd.origin_institution == stored.origin_institution
+            and cmd.period == stored.period and cmd.full_name == person.full_name
+            and cmd.nik == person.nik and cmd.address == person.address
+            and cmd.phone == person.phone and cmd.family_contact == stored.family_contact
+            and cmd.officer_id == stored.officer_id
+            and cmd.birth_date in (None, person.birth_date) and cmd.sex in (None, person.sex))
+
+
+def _like(q: str) -> str:
+    return q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _encode_cursor(item: ClientSummary) -> str:
+    raw = json.dumps([item.registered_at.isoformat(), item.client_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, client_id = json.loads(raw)
+        return datetime.fromisoformat(at), str(client_id)
+    except (ValueError, TypeError):
+        raise Problem(422, "Invalid request", "the cursor is not one this API gave out",
+                      rule="cursor", field="query.cursor") from None

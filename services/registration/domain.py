@@ -1,0 +1,539 @@
+"""Registration: receiving a client into guidance. Pure: no IO, no clock, no random ids.
+
+Words: a *klien* (client) is one registration of a person under community guidance; a *PK*
+(Pembimbing Kemasyarakatan) is the officer assigned to the client; the *NIK* (Nomor Induk
+Kependudukan) is the 16-digit national identity number; the *register book* gives each
+registration of an office a number unique within the office and year.
+
+Three kinds of case live in the registration context:
+- the client: `bapas.<office>.registration.<client_id>`;
+- the office's register book for a year: `...registration.register-<year>`, whose last
+  event holds the last number issued;
+- the NIK index of an office: `...registration.nik-<digest>`, whose last event says which
+  client, if any, holds the NIK actively (a person has one active registration per office).
+A registration changes all three in one atomic append.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.errors import DomainConflict, DomainError
+from shared.events import Event, EventRegistry
+
+EVENTS = EventRegistry("registration")
+CONTEXT = "registration"
+WIB = timezone(timedelta(hours=7), "WIB")  # the register year follows the office calendar
+
+
+class Program(StrEnum):
+    """Why a client is under guidance."""
+
+    PB = "PB"                                # pembebasan bersyarat (parole)
+    CB = "CB"                                # cuti bersyarat
+    CMB = "CMB"                              # cuti menjelang bebas
+    ASIMILASI = "ASIMILASI"                  # assimilation at home
+    DIVERSI = "DIVERSI"                      # child diversion agreement
+    PIDANA_BERSYARAT = "PIDANA_BERSYARAT"    # conditional sentence
+    PIDANA_PENGAWASAN = "PIDANA_PENGAWASAN"  # supervision sentence (children)
+
+
+CHILD_PROGRAMS = frozenset({Program.DIVERSI, Program.PIDANA_PENGAWASAN})
+
+
+class Sex(StrEnum):
+    F = "F"
+    M = "M"
+
+
+class Status(StrEnum):
+    NEW = "NEW"
+    ACTIVE = "ACTIVE"
+    TRANSFERRED = "TRANSFERRED"
+    CLOSED = "CLOSED"
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Decision(_Value):
+    """The decision letter (SK) that puts the client under guidance."""
+
+    number: str
+    issued_by: str
+    issued_on: date
+
+
+class Period(_Value):
+    start_on: date
+    end_on: date
+
+
+class Person(_Value):
+    full_name: str
+    nik: str
+    birth_date: date
+    sex: Sex
+    address: str
+    phone: str | None = None
+
+
+class FamilyContact(_Value):
+    name: str
+    relation: str
+    phone: str | None = None
+
+
+class CaseLink(_Value):
+    office: str
+    client_id: str
+
+
+# ------------------------------------------------------------------------------- events
+
+
+@EVENTS.event()
+class ClientRegistered(Event):
+    client_id: str
+    office: str
+    register_number: str
+    program: Program
+    decision: Decision
+    origin_institution: str
+    period: Period
+    person: Person
+    family_contact: FamilyContact | None
+    officer_id: str | None
+    is_child: bool
+    registered_at: datetime
+    transferred_from: CaseLink | None = None
+    warnings: list[str] = []
+
+
+@EVENTS.event()
+class OfficerAssigned(Event):
+    officer_id: str
+    previous_officer_id: str | None
+    reason: str
+    assigned_at: datetime
+
+
+@EVENTS.event()
+class AddressChanged(Event):
+    address: str
+    previous_address: str
+    reported_by_client: bool
+    changed_at: datetime
+
+
+@EVENTS.event()
+class ClientDetailsCorrected(Event):
+    field: str
+    old_value: Any
+    new_value: Any
+    reason: str
+    corrected_at: datetime
+
+
+@EVENTS.event()
+class ClientTransferred(Event):
+    to_office: str
+    new_client_id: str
+    tpp_decision_id: str
+    approved_by: str
+    transferred_at: datetime
+
+
+@EVENTS.event()
+class RegisterNumberIssued(Event):
+    """On the office's register book: the number given to a client."""
+
+    number: int
+    register_number: str
+    client_id: str
+
+
+@EVENTS.event()
+class NikClaimed(Event):
+    """On the office's NIK index: this client is the person's active registration."""
+
+    client_id: str
+
+
+@EVENTS.event()
+class NikReleased(Event):
+    """On the office's NIK index: the registration holding the NIK is no longer active."""
+
+    client_id: str
+    reason: str
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+@dataclass(frozen=True)
+class RegisterClient:
+    client_id: str
+    office: str
+    program: Program
+    decision: Decision
+    origin_institution: str
+    period: Period
+    full_name: str
+    nik: str
+    address: str
+    registered_at: datetime
+    officer_id: str | None = None
+    phone: str | None = None
+    birth_date: date | None = None   # as stated; derived from the NIK when absent
+    sex: Sex | None = None           # as stated; derived from the NIK when absent
+    family_contact: FamilyContact | None = None
+    transferred_from: CaseLink | None = None
+
+
+@dataclass(frozen=True)
+class AssignOfficer:
+    officer_id: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ChangeAddress:
+    address: str
+    reported_by_client: bool
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CorrectDetails:
+    field: str
+    value: Any
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class TransferClient:
+    to_office: str
+    tpp_decision_id: str
+    approved_by: str
+    new_client_id: str
+    at: datetime
+
+
+# --------------------------------------------------------------------------------- state
+
+
+class Client(BaseModel):
+    """A client as the decisions of this context need it (also the officer's record)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Status = Status.NEW
+    registered: ClientRegistered | None = None
+    officer_id: str | None = None
+    address: str | None = None
+    corrections: dict[str, Any] = {}
+    transferred_to: CaseLink | None = None
+
+    @property
+    def is_child(self) -> bool:
+        """Children's cases are seen only by their officer, supervisors and the head."""
+        if self.registered is None:
+            return False
+        return self.registered.is_child or Program(self.value("program")) in CHILD_PROGRAMS
+
+    def value(self, field: str) -> Any:
+        """The current value of a correctable field."""
+        if field in self.corrections:
+            return self.corrections[field]
+        return _read(self.registered, field) if self.registered else None
+
+
+class BookState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    last_number: int = 0
+
+
+class NikState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    holder: str | None = None  # the client id holding the NIK actively
+
+
+def evolve(state: Client, event: Event) -> Client:
+    match event:
+        case ClientRegistered():
+            return Client(status=Status.ACTIVE, registered=event, officer_id=event.officer_id,
+                          address=event.person.address)
+        case OfficerAssigned(officer_id=officer):
+            return state.model_copy(update={"officer_id": officer})
+        case AddressChanged(address=address):
+            return state.model_copy(update={"address": address})
+        case ClientDetailsCorrected(field=field, new_value=value):
+            return state.model_copy(update={"corrections": {**state.corrections, field: value}})
+        case ClientTransferred(to_office=office, new_client_id=new_id):
+            return state.model_copy(update={"status": Status.TRANSFERRED,
+                                            "transferred_to": CaseLink(office=office,
+                                                                       client_id=new_id)})
+    return state
+
+
+def evolve_book(state: BookState, event: Event) -> BookState:
+    if isinstance(event, RegisterNumberIssued):
+        return BookState(last_number=event.number)
+    return state
+
+
+def evolve_nik(state: NikState, event: Event) -> NikState:
+    match event:
+        case NikClaimed(client_id=holder):
+            return NikState(holder=holder)
+        case NikReleased():
+            return NikState(holder=None)
+    return state
+
+
+# ------------------------------------------------------------------------ identity rules
+
+
+def nik_key(nik: str) -> str:
+    """The NIK index's subject token: a digest, so that the NIK itself never names a
+    subject (subjects show in monitoring)."""
+    return "nik-" + hashlib.sha256(nik.encode()).hexdigest()[:40]
+
+
+def book_key(at: datetime) -> str:
+    return f"register-{register_year(at)}"
+
+
+def register_year(at: datetime) -> int:
+    return at.astimezone(WIB).year
+
+
+def register_number(office: str, year: int, number: int) -> str:
+    return f"{office.upper()}-{year}-{number:05d}"
+
+
+@dataclass(frozen=True)
+class NikFacts:
+    birth_date: date
+    sex: Sex
+
+
+def nik_facts(nik: str, on: date) -> NikFacts:
+    """Birth date and sex written in a NIK: DDMMYY, 40 added to the day for women.
+
+    The year has two digits: the latest century that does not put the birth after `on`.
+    The NIK must have passed `stdnum.id.nik` validation already.
+    """
+    day, month, yy = int(nik[6:8]), int(nik[8:10]), int(nik[10:12])
+    sex = Sex.F if day > 40 else Sex.M
+    day = day - 40 if day > 40 else day
+    for century in (2000, 1900):
+        try:
+            born = date(century + yy, month, day)
+        except ValueError:
+            continue
+        if born <= on:
+            return NikFacts(born, sex)
+    raise DomainError("the NIK does not hold a valid birth date", field="person.nik",
+                      rule="nik_birth_date")
+
+
+def age_on(born: date, on: date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What one registration appends: to the client, the register book, the NIK index."""
+
+    client: list[Event]
+    book: list[Event]
+    nik: list[Event]
+
+
+def register(cmd: RegisterClient, client: Client, book: BookState, nik: NikState) -> Registration:
+    if client.status is not Status.NEW:
+        raise DomainConflict("this client id is already registered", rule="already_registered")
+    if cmd.period.end_on <= cmd.period.start_on:
+        raise DomainError("the guidance period must end after it starts",
+                          field="period.end_on", rule="period_order")
+    today = cmd.registered_at.astimezone(WIB).date()
+    if cmd.decision.issued_on > today:
+        raise DomainError("the decision letter cannot be dated in the future",
+                          field="decision.issued_on", rule="decision_date")
+    warnings: list[str] = []
+    if nik.holder is not None:
+        if cmd.transferred_from is None:
+            raise DomainConflict(
+                f"this NIK already has an active registration in this office: client "
+                f"{nik.holder}", field="person.nik", rule="nik_active",
+                extra={"existing_client_id": nik.holder})
+        warnings.append(f"the NIK also has an active registration here (client {nik.holder})")
+    facts = nik_facts(cmd.nik, today)
+    birth_date = cmd.birth_date or facts.birth_date
+    sex = cmd.sex or facts.sex
+    if birth_date != facts.birth_date:
+        warnings.append(f"birth_date {birth_date} differs from the NIK ({facts.birth_date}); "
+                        "kept as stated")
+    if sex != facts.sex:
+        warnings.append(f"sex {sex} differs from the NIK ({facts.sex}); kept as stated")
+    if birth_date > today:
+        raise DomainError("the birth date lies in the future", field="person.birth_date",
+                          rule="birth_date_future")
+    year = register_year(cmd.registered_at)
+    number = book.last_number + 1
+    registered = ClientRegistered(
+        client_id=cmd.client_id, office=cmd.office,
+        register_number=register_number(cmd.office, year, number), program=cmd.program,
+        decision=cmd.decision, origin_institution=cmd.origin_institution, period=cmd.period,
+        person=Person(full_name=cmd.full_name, nik=cmd.nik, birth_date=birth_date, sex=sex,
+                      address=cmd.address, phone=cmd.phone),
+        family_contact=cmd.family_contact, officer_id=cmd.officer_id,
+        is_child=cmd.program in CHILD_PROGRAMS or age_on(birth_date, today) < 18,
+        registered_at=cmd.registered_at, transferred_from=cmd.transferred_from,
+        warnings=warnings)
+    return Registration(
+        client=[registered],
+        book=[RegisterNumberIssued(number=number, register_number=registered.register_number,
+                                   client_id=cmd.client_id)],
+        nik=[] if nik.holder is not None else [NikClaimed(client_id=cmd.client_id)])
+
+
+def _require_active(state: Client) -> ClientRegistered:
+    if state.status is Status.NEW or state.registered is None:
+        raise DomainError("no such client", rule="not_found", status=404)
+    if state.status is Status.TRANSFERRED:
+        assert state.transferred_to is not None
+        raise DomainConflict(f"the client was transferred to office {state.transferred_to.office}"
+                             "; this record is read-only", rule="transferred")
+    if state.status is Status.CLOSED:
+        raise DomainConflict("guidance has ended; the record is read-only", rule="closed")
+    return state.registered
+
+
+def decide(cmd: AssignOfficer | ChangeAddress | CorrectDetails | TransferClient,
+           state: Client) -> list[Event]:
+    """Changes to a registered client (registration itself is `register`)."""
+    registered = _require_active(state)
+    match cmd:
+        case AssignOfficer(officer_id=officer, reason=reason, at=at):
+            if officer == state.officer_id:
+                return []  # already so: nothing to record
+            return [OfficerAssigned(officer_id=officer, previous_officer_id=state.officer_id,
+                                    reason=reason, assigned_at=at)]
+        case ChangeAddress(address=address, reported_by_client=by_client, at=at):
+            if address == state.address:
+                return []
+            return [AddressChanged(address=address, previous_address=state.address or "",
+                                   reported_by_client=by_client, changed_at=at)]
+        case CorrectDetails(field=field, value=value, reason=reason, at=at):
+            if field not in CORRECTABLE:
+                raise DomainError(f"{field} cannot be corrected here; correctable: "
+                                  f"{', '.join(sorted(CORRECTABLE))}", field="field",
+                                  rule="not_correctable")
+            new = CORRECTABLE[field](value)
+            old = state.value(field)
+            if _plain(new) == _plain(old):
+                return []
+            if field == "period.end_on" and new <= _date(state.value("period.start_on")):
+                raise DomainError("the guidance period must end after it starts",
+                                  field="value", rule="period_order")
+            if field == "period.start_on" and new >= _date(state.value("period.end_on")):
+                raise DomainError("the guidance period must end after it starts",
+                                  field="value", rule="period_order")
+            return [ClientDetailsCorrected(field=field, old_value=_plain(old),
+                                           new_value=_plain(new), reason=reason,
+                                           corrected_at=at)]
+        case TransferClient(to_office=office, tpp_decision_id=decision_id,
+                            approved_by=approver, new_client_id=new_id, at=at):
+            if office == registered.office:
+                raise DomainError("the client is already in this office", field="to_office",
+                                  rule="same_office")
+            return [ClientTransferred(to_office=office, new_client_id=new_id,
+                                      tpp_decision_id=decision_id, approved_by=approver,
+                                      transferred_at=at)]
+    raise TypeError(f"not a registration command: {cmd!r}")
+
+
+# ---------------------------------------------------------------------------- corrections
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DomainError("the value must be non-empty text", field="value", rule="text")
+    return value.strip()
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _date(value: Any) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise DomainError("the value must be a date (YYYY-MM-DD)", field="value",
+                          rule="date") from None
+
+
+def _sex(value: Any) -> Sex:
+    try:
+        return Sex(value)
+    except ValueError:
+        raise DomainError("the value must be F or M", field="value", rule="sex") from None
+
+
+def _program(value: Any) -> Program:
+    try:
+        return Program(value)
+    except ValueError:
+        raise DomainError(f"the value must be one of {', '.join(Program)}", field="value",
+                          rule="program") from None
+
+
+CORRECTABLE = {
+    "person.full_name": _text,
+    "person.birth_date": _date,
+    "person.sex": _sex,
+    "person.phone": _optional_text,
+    "decision.number": _text,
+    "decision.issued_by": _text,
+    "decision.issued_on": _date,
+    "origin_institution": _text,
+    "program": _program,
+    "period.start_on": _date,
+    "period.end_on": _date,
+    "family_contact.name": _text,
+    "family_contact.relation": _text,
+    "family_contact.phone": _optional_text,
+}
+
+
+def _read(model: BaseModel, path: str) -> Any:
+    value: Any = model
+    for part in path.split("."):
+        value = getattr(value, part, None) if value is not None else None
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    return value

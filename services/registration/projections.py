@@ -1,0 +1,102 @@
+"""Registration's read model: the office's clients, for search, lists and caseloads."""
+
+from __future__ import annotations
+
+from shared.events import RecordedEvent
+from shared.projector import Projection, Writer
+
+from .domain import (CHILD_PROGRAMS, AddressChanged, ClientDetailsCorrected, ClientRegistered,
+                     ClientTransferred, OfficerAssigned, Program)
+
+# ClientDetailsCorrected fields that a column of the read model shows
+_COLUMNS = {
+    "person.full_name": ("full_name", "text"),
+    "person.birth_date": ("birth_date", "date"),
+    "person.sex": ("sex", "text"),
+    "person.phone": ("phone", "text"),
+    "program": ("program", "text"),
+    "period.start_on": ("period_start", "date"),
+    "period.end_on": ("period_end", "date"),
+}
+
+
+class ClientDirectory(Projection):
+    """Who are the office's clients, and who guides them."""
+
+    name = "client_directory"
+    version = 1
+    contexts = ("registration",)
+    tables = {"clients": """
+        CREATE TABLE {table} (
+            client_id       text PRIMARY KEY,
+            office          text NOT NULL,
+            register_number text NOT NULL,
+            program         text NOT NULL,
+            status          text NOT NULL,
+            officer_id      text,
+            full_name       text NOT NULL,
+            nik             text NOT NULL,
+            birth_date      date NOT NULL,
+            sex             text NOT NULL,
+            address         text NOT NULL,
+            phone           text,
+            is_child        boolean NOT NULL,
+            period_start    date NOT NULL,
+            period_end      date NOT NULL,
+            registered_at   timestamptz NOT NULL,
+            transferred_from_office text,
+            transferred_from_client text,
+            transferred_to_office   text,
+            transferred_to_client   text,
+            version         integer NOT NULL
+        );
+        CREATE INDEX ON {table} (office, registered_at DESC, client_id DESC);
+        CREATE INDEX ON {table} (office, officer_id, status);
+        CREATE INDEX ON {table} (office, register_number);
+    """}
+
+    def handlers(self):
+        return {ClientRegistered: self.registered, OfficerAssigned: self.assigned,
+                AddressChanged: self.moved, ClientDetailsCorrected: self.corrected,
+                ClientTransferred: self.transferred}
+
+    async def registered(self, w: Writer, e: RecordedEvent[ClientRegistered]) -> None:
+        d = e.data
+        link = d.transferred_from
+        w.execute(
+            "INSERT INTO {clients} (client_id, office, register_number, program, status, "
+            "officer_id, full_name, nik, birth_date, sex, address, phone, is_child, "
+            "period_start, period_end, registered_at, transferred_from_office, "
+            "transferred_from_client, version) VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7, $8,"
+            " $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING",
+            d.client_id, d.office, d.register_number, d.program.value, d.officer_id,
+            d.person.full_name, d.person.nik, d.person.birth_date, d.person.sex.value,
+            d.person.address, d.person.phone, d.is_child, d.period.start_on, d.period.end_on,
+            d.registered_at, link.office if link else None, link.client_id if link else None,
+            e.sequence)
+
+    async def assigned(self, w: Writer, e: RecordedEvent[OfficerAssigned]) -> None:
+        w.execute("UPDATE {clients} SET officer_id = $2, version = $3 WHERE client_id = $1",
+                  e.client_id, e.data.officer_id, e.sequence)
+
+    async def moved(self, w: Writer, e: RecordedEvent[AddressChanged]) -> None:
+        w.execute("UPDATE {clients} SET address = $2, version = $3 WHERE client_id = $1",
+                  e.client_id, e.data.address, e.sequence)
+
+    async def corrected(self, w: Writer, e: RecordedEvent[ClientDetailsCorrected]) -> None:
+        column = _COLUMNS.get(e.data.field)
+        if column is None:
+            w.execute("UPDATE {clients} SET version = $2 WHERE client_id = $1",
+                      e.client_id, e.sequence)
+            return
+        name, kind = column
+        w.execute(f"UPDATE {{clients}} SET {name} = $2::{kind}, version = $3 "
+                  "WHERE client_id = $1", e.client_id,
+                  None if e.data.new_value is None else str(e.data.new_value), e.sequence)
+        if e.data.field == "program" and Program(e.data.new_value) in CHILD_PROGRAMS:
+            w.execute("UPDATE {clients} SET is_child = true WHERE client_id = $1", e.client_id)
+
+    async def transferred(self, w: Writer, e: RecordedEvent[ClientTransferred]) -> None:
+        w.execute("UPDATE {clients} SET status = 'TRANSFERRED', transferred_to_office = $2, "
+                  "transferred_to_client = $3, version = $4 WHERE client_id = $1",
+                  e.client_id, e.data.to_office, e.data.new_client_id, e.sequence)

@@ -1,0 +1,49 @@
+"""Registration's reactions to events, its own and other contexts'."""
+
+from __future__ import annotations
+
+from shared.events import Metadata, RecordedEvent
+from shared.projector import Reactor
+from shared.streams import CaseRef
+
+from .domain import CaseLink, ClientTransferred, RegisterClient
+from .registrar import Registrar
+
+
+class TransferIntake(Reactor):
+    """A client transferred out of one office is registered at the receiving office, under
+    the client id the transfer named, linked to the case it came from. No HTTP call between
+    offices: the receiving office learns of the transfer from the event."""
+
+    name = "transfer_intake"
+    contexts = ("registration",)
+
+    def __init__(self, registrar: Registrar) -> None:
+        self.registrar = registrar
+
+    def handlers(self):
+        return {ClientTransferred: self.transferred}
+
+    async def transferred(self, e: RecordedEvent[ClientTransferred]) -> None:
+        state, _ = await self.registrar.load(CaseRef(e.office, e.client_id))
+        old = state.registered
+        assert old is not None, "a transfer always follows a registration"
+        corrected = {field: state.value(field) for field in state.corrections}
+        period = old.period.model_copy(update={
+            "start_on": corrected.get("period.start_on", old.period.start_on),
+            "end_on": corrected.get("period.end_on", old.period.end_on)})
+        person = old.person
+        cmd = RegisterClient(
+            client_id=e.data.new_client_id, office=e.data.to_office,
+            program=state.value("program"), decision=old.decision.model_copy(update={
+                k.split(".")[1]: v for k, v in corrected.items() if k.startswith("decision.")}),
+            origin_institution=state.value("origin_institution"), period=period,
+            full_name=state.value("person.full_name"), nik=person.nik,
+            address=state.address or person.address, phone=state.value("person.phone"),
+            birth_date=state.value("person.birth_date"), sex=state.value("person.sex"),
+            family_contact=old.family_contact, officer_id=None,
+            registered_at=e.data.transferred_at,
+            transferred_from=CaseLink(office=e.office, client_id=e.client_id))
+        await self.registrar.register(cmd, Metadata(actor=f"system:{self.name}",
+                                                    correlation_id=e.correlation_id or e.id,
+                                                    causation_id=e.id))
