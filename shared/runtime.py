@@ -150,7 +150,9 @@ class Kernel:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            # consumers are stopped and every publish was awaited: nothing left to drain
+            # (draining waits on the pull subscriptions' open requests)
+            await asyncio.wait_for(self.nc.close(), 5)
         try:
             await asyncio.wait_for(self.pool.close(), 10)
         except Exception:  # noqa: BLE001 - a connection stuck mid-query must not keep locks
