@@ -18,6 +18,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from .errors import EventDecodeError
 
@@ -32,6 +33,7 @@ def ce_type(name: str, version: int) -> str:
     return f"bapas.{name}.v{version}"
 
 
+@lru_cache(maxsize=1024)  # a handful of types, read for every message
 def parse_ce_type(value: str) -> tuple[str, int]:
     m = _TYPE_RE.fullmatch(value)
     if not m:

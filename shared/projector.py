@@ -142,6 +142,68 @@ class Writer:
             i = j
 
 
+class _Puller:
+    """Pulls batches from a durable consumer with one request per batch, collecting the
+    messages in a subscription callback.
+
+    nats-py's `fetch` waits for each message through a task and `wait_for` of its own,
+    which made consuming several times slower than the server delivers. First a `no_wait`
+    request takes what is there; when nothing is, a long poll waits for one message, then
+    what came with it is taken without waiting.
+    """
+
+    def __init__(self, nc: NATS, stream: str, durable: str) -> None:
+        self._nc = nc
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = nc.new_inbox()
+        self._sub = None
+        self._batch: list[Msg] = []
+        self._want = 0
+        self._done: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg,
+                                             pending_msgs_limit=1_000_000,
+                                             pending_bytes_limit=1 << 30)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await _quietly(self._sub.unsubscribe())
+
+    async def _on_msg(self, msg: Msg) -> None:
+        done = self._done
+        if msg.headers and "Status" in msg.headers and not msg.data:
+            if msg.headers["Status"] != "100" and done is not None and not done.done():
+                done.set_result(None)  # 404/408: no (more) messages for this request
+            return
+        self._batch.append(msg)
+        if len(self._batch) >= self._want and done is not None and not done.done():
+            done.set_result(None)
+
+    async def _request(self, body: dict, want: int, timeout: float) -> list[Msg]:
+        # Messages that arrived since the last request (late answers to it) are kept and
+        # come first: a delivered message must never be dropped, or the checkpoint would
+        # pass it and its redelivery be skipped.
+        self._want = len(self._batch) + want
+        self._done = asyncio.get_running_loop().create_future()
+        await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._inbox)
+        try:
+            await asyncio.wait_for(self._done, timeout)
+        except TimeoutError:
+            pass
+        batch, self._batch, self._done = self._batch, [], None
+        return batch
+
+    async def fetch(self, n: int, wait: float) -> list[Msg]:
+        msgs = await self._request({"batch": n, "no_wait": True}, n, 5.0)
+        if msgs:
+            return msgs
+        first = await self._request({"batch": 1, "expires": int(wait * 1e9)}, 1, wait + 5.0)
+        if not first or n == 1:
+            return first
+        return first + await self._request({"batch": n - 1, "no_wait": True}, n - 1, 5.0)
+
+
 @dataclass(slots=True)
 class _Item:
     stream: str
@@ -456,21 +518,25 @@ class ProjectionRunner:
                 opt_start_seq=position + 1 if position else None,
             )
             await self.js.add_consumer(stream, config)
-        return await self.js.pull_subscribe_bind(durable=durable, stream=stream)
+        puller = _Puller(self.nc, stream, durable)
+        await puller.start()
+        return puller
 
-    async def _fetch(self, stream: str, psub, queue: asyncio.Queue, tag: str) -> None:
+    async def _fetch(self, stream: str, puller: _Puller, queue: asyncio.Queue, tag: str) -> None:
         key = f"{tag}:{stream}"
-        while True:
-            try:
-                msgs = await psub.fetch(self.batch_size, timeout=self.fetch_wait)
-            except nats.errors.TimeoutError:
-                self.status.lag[key] = 0
-                self.metrics.lag.labels(self.name, stream).set(0)
-                continue
-            pending = msgs[-1].metadata.num_pending
-            self.status.lag[key] = pending
-            self.metrics.lag.labels(self.name, stream).set(pending)
-            await queue.put((stream, msgs))
+        try:
+            while True:
+                msgs = await puller.fetch(self.batch_size, self.fetch_wait)
+                if not msgs:
+                    self.status.lag[key] = 0
+                    self.metrics.lag.labels(self.name, stream).set(0)
+                    continue
+                pending = msgs[-1].metadata.num_pending
+                self.status.lag[key] = pending
+                self.metrics.lag.labels(self.name, stream).set(pending)
+                await queue.put((stream, msgs))
+        finally:
+            await puller.stop()
 
     # ------------------------------------------------------------------------ applying
 

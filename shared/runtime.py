@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from nats.aio.client import Client as NATS
 
+from . import natsfast
 from .access import ACCESS, AccessRecorder
 from .db import create_pool, ensure_kernel_tables
 from .decider import CommandRunner, Decider
@@ -174,6 +175,7 @@ async def _forever(job: Callable[[], Awaitable[None]]) -> None:
 
 
 async def connect_nats(url: str, name: str, *, attempts: int = 30) -> NATS:
+    natsfast.install()
     last: Exception | None = None
     nc = NATS()
 

@@ -48,6 +48,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from .. import natsfast
 from ..db import ensure_kernel_tables, quote_ident
 from ..decider import CommandRunner, Decider
 from ..envelope import GENESIS_HASH, Envelope, ce_type, format_time
@@ -264,6 +265,7 @@ class Bench:
 def run(*, events: int = 20_000, stream_size: int = 100_000) -> None:
     """Entry point of `bapas bench kernel`: prints the machine, the servers and the table."""
     configure_logging("bench", fmt="console", level="warning")
+    natsfast.install()  # as every service runs; raw and ours share the one client library
     events = max(events, PARALLEL_CASES * EVENTS_PER_CASE)
     try:
         with bench_servers() as endpoints:

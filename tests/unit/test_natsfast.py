@@ -1,0 +1,33 @@
+"""The faster header parser gives exactly what nats-py's own parser gives."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.natsfast import original_parser, parse_header_lines
+
+tricky = [b"ce-id", b" Nats-Sequence ", b"a b", b"x\tz", b"\xff\xfe", b"\x1ckey", b"k\x0b",
+          b"\xc2\xa0k", b"\xe2", b"caf\xc3\xa9", b"\x85k", b"v \xe2\x80", b"\r", b"\n"]
+header_bytes = st.binary(max_size=40) | st.sampled_from(tricky)
+value_bytes = (st.binary(max_size=60) | st.text(max_size=30).map(str.encode)
+               | st.sampled_from(tricky))
+lines = st.tuples(header_bytes, st.sampled_from([b":", b": ", b"", b"::", b" :\t"]),
+                  value_bytes)
+blocks = st.lists(lines, max_size=25).map(
+    lambda ls: b"\r\n".join(n + s + v for n, s, v in ls) + b"\r\n\r\n")
+
+
+@settings(max_examples=800)
+@given(blocks)
+def test_the_fast_parser_agrees_with_nats_py_on_any_header_block(raw):
+    assert parse_header_lines(raw) == original_parser()(raw)
+
+
+def test_a_real_event_header_block():
+    raw = (b"ce-specversion: 1.0\r\nce-id: 01a2\r\nce-type: bapas.ClientRegistered.v1\r\n"
+           b"ce-time: 2026-11-30T09:44:28.734253Z\r\nNats-Msg-Id: 01a2\r\n"
+           b"ce-actor: p\xc3\xa9k\r\n\r\n")
+    parsed = parse_header_lines(raw)
+    assert parsed == original_parser()(raw)
+    assert parsed["ce-time"] == "2026-11-30T09:44:28.734253Z" and parsed["ce-actor"] == "pék"
