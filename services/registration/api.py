@@ -16,6 +16,7 @@ from stdnum.id import nik as stdnum_nik
 
 from shared.events import Metadata
 from shared.ids import derived_id, new_id
+from shared.logging import bind
 from shared.runtime import Kernel
 from shared.streams import CaseRef
 from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
@@ -181,6 +182,7 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
 
     async def changeable(principal: Principal, client_id: str) -> tuple[CaseRef, d.Client]:
         """The caller's own office's client, which they may change; 404 otherwise."""
+        bind(client_id=client_id)
         ref = CaseRef(principal.office, client_id)
         state, _ = await registrar.load(ref)
         if state.registered is None or not sees(principal, ref.office, state.officer_id,
@@ -207,6 +209,7 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
             family_contact=(d.FamilyContact(**body.family_contact.model_dump())
                             if body.family_contact else None),
             officer_id=body.officer_id, registered_at=datetime.now(UTC))
+        bind(client_id=client_id)
         result = await registrar.register(cmd, meta(request, principal))
         if result.duplicate and not _same_request(cmd, result.event):
             raise Problem(422, "Idempotency key reused",
@@ -221,6 +224,7 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
              "recorded)")
     async def get_client(client_id: ClientId, request: Request,
                          principal: CurrentPrincipal) -> dict[str, Any]:
+        bind(client_id=client_id)
         row = await kernel.pool.fetchrow(
             f"SELECT office FROM {clients} WHERE client_id = $1", client_id)
         office = row["office"] if row else principal.office
