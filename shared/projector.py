@@ -188,7 +188,8 @@ class _Puller:
         self._done = asyncio.get_running_loop().create_future()
         await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._inbox)
         try:
-            await asyncio.wait_for(self._done, timeout)
+            async with asyncio.timeout(timeout):
+                await self._done
         except TimeoutError:
             pass
         batch, self._batch, self._done = self._batch, [], None
@@ -292,6 +293,8 @@ class ProjectionRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything
+                if _stopping():
+                    raise asyncio.CancelledError from exc
                 self.status.role = "recovering"
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("projection loop failed; restarting", projection=self.name,
@@ -463,7 +466,11 @@ class ProjectionRunner:
                 fetchers.append(asyncio.create_task(self._fetch(stream, psub, queue, tag)))
             while True:
                 try:
-                    stream, msgs = await asyncio.wait_for(queue.get(), timeout=self.fetch_wait)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that arrives as the queue hands over an item, and the
+                    # loop would then outlive its runner
+                    async with asyncio.timeout(self.fetch_wait):
+                        stream, msgs = await queue.get()
                 except TimeoutError:
                     await self._retry_due(state)
                     self._check_caught_up(tag)
@@ -753,6 +760,13 @@ class _LoopState:
     sql_cache: dict[str, str]
     held: set[str]
     next_retry_check: datetime | None = None
+
+
+def _stopping() -> bool:
+    """A cancellation is under way, even if a library turned it into another error (asyncpg
+    does, when a query is interrupted): the task must stop, not recover."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _version(tag: str | None) -> int | None:

@@ -148,7 +148,10 @@ class Kernel:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=10)
+            for task in stuck:
+                log.error("task did not stop when asked", task=task.get_name())
         self._tasks.clear()
         with contextlib.suppress(Exception):
             # consumers are stopped and every publish was awaited: nothing left to drain
@@ -169,6 +172,9 @@ async def _forever(job: Callable[[], Awaitable[None]]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from exc
             log.error("background job failed; restarting", job=getattr(job, "__name__", "?"),
                       exc_info=exc)
             await asyncio.sleep(2)

@@ -180,7 +180,8 @@ class EventStore:
         try:
             await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(),
                                    reply=f"{self._inbox_prefix}.{token}")
-            await asyncio.wait_for(collector.done, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await collector.done
         finally:
             self._pending.pop(token, None)
         if collector.status not in ("204", "404", None):
