@@ -1,21 +1,39 @@
-"""The guidance service: its parts, wired onto the kernel."""
+"""The guidance service: the stage path, litmas, TPP decisions, sessions and closure.
+
+Wiring only: the desk (command handlers), the case board (read model), the reaction to
+registration's events, the litmas sweeper and the HTTP routes.
+"""
 
 from __future__ import annotations
 
-from shared.events import EventRegistry
+from services.registration.domain import EVENTS as REGISTRATION_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
-EVENTS = EventRegistry("guidance")
+from .api import build_router
+from .desk import GuidanceDesk
+from .domain import EVENTS
+from .projections import CaseBoard
+from .reactions import FollowRegistration
+from .settings import GuidanceSettings
+from .sweeper import litmas_sweeper
 
 
 def build(kernel: Kernel) -> ServiceParts:
-    return ServiceParts()
+    settings = GuidanceSettings()
+    desk = GuidanceDesk(kernel.store, kernel.metrics)
+    return ServiceParts(
+        routers=[build_router(kernel, desk)],
+        consumers=[CaseBoard(), FollowRegistration(desk.runner, settings.policy())],
+        background=[litmas_sweeper(kernel.pool, kernel.schema, desk.runner,
+                                   settings.sweep_seconds)])
 
 
 definition = ServiceDefinition(
     name="guidance",
     title="bapas guidance",
-    description="The three-stage guidance path: litmas, TPP decisions, programs, sessions, closure.",
-    registries=(EVENTS,),
+    description="The guidance path of each client: tahap awal, lanjutan and akhir on "
+                "decisions of the review panel (TPP), the litmas, programs and sessions, "
+                "revocation and closure. A case opens when registration records a client.",
+    registries=(EVENTS, REGISTRATION_EVENTS),
     build=build,
 )

@@ -9,16 +9,19 @@ from __future__ import annotations
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
 from .api import build_router
+from services.guidance.domain import EVENTS as GUIDANCE_EVENTS
+
 from .domain import EVENTS
 from .projections import ClientDirectory
-from .reactions import TransferIntake
+from .reactions import FollowGuidanceClosure, TransferIntake
 from .registrar import Registrar
 
 
 def build(kernel: Kernel) -> ServiceParts:
     registrar = Registrar(kernel.store, kernel.metrics)
     return ServiceParts(routers=[build_router(kernel, registrar)],
-                        consumers=[ClientDirectory(), TransferIntake(registrar)])
+                        consumers=[ClientDirectory(), TransferIntake(registrar),
+                                   FollowGuidanceClosure(registrar)])
 
 
 definition = ServiceDefinition(
@@ -27,6 +30,6 @@ definition = ServiceDefinition(
     description="Receives clients into guidance: identity (NIK), legal basis, officer "
                 "assignment, address, corrections and transfers between offices. Every "
                 "call needs a bearer token; offices see only their own clients.",
-    registries=(EVENTS,),
+    registries=(EVENTS, GUIDANCE_EVENTS),
     build=build,
 )

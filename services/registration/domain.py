@@ -152,6 +152,15 @@ class ClientTransferred(Event):
 
 
 @EVENTS.event()
+class RegistrationClosed(Event):
+    """Guidance has ended (a reaction to GuidanceClosed): the record is read-only and the
+    person may be registered again."""
+
+    reason: str
+    closed_on: date
+
+
+@EVENTS.event()
 class RegisterNumberIssued(Event):
     """On the office's register book: the number given to a client."""
 
@@ -221,6 +230,12 @@ class CorrectDetails:
 
 
 @dataclass(frozen=True)
+class CloseRegistration:
+    reason: str
+    closed_on: date
+
+
+@dataclass(frozen=True)
 class TransferClient:
     to_office: str
     tpp_decision_id: str
@@ -279,6 +294,8 @@ def evolve(state: Client, event: Event) -> Client:
             return state.model_copy(update={"address": address})
         case ClientDetailsCorrected(field=field, new_value=value):
             return state.model_copy(update={"corrections": {**state.corrections, field: value}})
+        case RegistrationClosed():
+            return state.model_copy(update={"status": Status.CLOSED})
         case ClientTransferred(to_office=office, new_client_id=new_id):
             return state.model_copy(update={"status": Status.TRANSFERRED,
                                             "transferred_to": CaseLink(office=office,
@@ -424,11 +441,15 @@ def _require_active(state: Client) -> ClientRegistered:
     return state.registered
 
 
-def decide(cmd: AssignOfficer | ChangeAddress | CorrectDetails | TransferClient,
-           state: Client) -> list[Event]:
+def decide(cmd: AssignOfficer | ChangeAddress | CorrectDetails | TransferClient
+           | CloseRegistration, state: Client) -> list[Event]:
     """Changes to a registered client (registration itself is `register`)."""
+    if isinstance(cmd, CloseRegistration) and state.status is not Status.ACTIVE:
+        return []  # transferred or closed already: nothing more to record
     registered = _require_active(state)
     match cmd:
+        case CloseRegistration(reason=reason, closed_on=closed_on):
+            return [RegistrationClosed(reason=reason, closed_on=closed_on)]
         case AssignOfficer(officer_id=officer, reason=reason, at=at):
             if officer == state.officer_id:
                 return []  # already so: nothing to record

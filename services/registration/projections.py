@@ -6,7 +6,7 @@ from shared.events import RecordedEvent
 from shared.projector import Projection, Writer
 
 from .domain import (CHILD_PROGRAMS, AddressChanged, ClientDetailsCorrected, ClientRegistered,
-                     ClientTransferred, OfficerAssigned, Program)
+                     ClientTransferred, OfficerAssigned, Program, RegistrationClosed)
 
 # ClientDetailsCorrected fields that a column of the read model shows
 _COLUMNS = {
@@ -58,7 +58,7 @@ class ClientDirectory(Projection):
     def handlers(self):
         return {ClientRegistered: self.registered, OfficerAssigned: self.assigned,
                 AddressChanged: self.moved, ClientDetailsCorrected: self.corrected,
-                ClientTransferred: self.transferred}
+                ClientTransferred: self.transferred, RegistrationClosed: self.closed}
 
     async def registered(self, w: Writer, e: RecordedEvent[ClientRegistered]) -> None:
         d = e.data
@@ -100,3 +100,7 @@ class ClientDirectory(Projection):
         w.execute("UPDATE {clients} SET status = 'TRANSFERRED', transferred_to_office = $2, "
                   "transferred_to_client = $3, version = $4 WHERE client_id = $1",
                   e.client_id, e.data.to_office, e.data.new_client_id, e.sequence)
+
+    async def closed(self, w: Writer, e: RecordedEvent[RegistrationClosed]) -> None:
+        w.execute("UPDATE {clients} SET status = 'CLOSED', version = $2 WHERE client_id = $1",
+                  e.client_id, e.sequence)

@@ -6,7 +6,9 @@ from shared.events import Metadata, RecordedEvent
 from shared.projector import Reactor
 from shared.streams import CaseRef
 
-from .domain import CaseLink, ClientTransferred, RegisterClient
+from services.guidance.domain import CloseReason, GuidanceClosed
+
+from .domain import CaseLink, ClientTransferred, CloseRegistration, RegisterClient
 from .registrar import Registrar
 
 
@@ -47,3 +49,27 @@ class TransferIntake(Reactor):
         await self.registrar.register(cmd, Metadata(actor=f"system:{self.name}",
                                                     correlation_id=e.correlation_id or e.id,
                                                     causation_id=e.id))
+
+
+class FollowGuidanceClosure(Reactor):
+    """When guidance ends (other than by a transfer, which registration itself records), the
+    registration closes: the record becomes read-only and the person may be registered
+    again later."""
+
+    name = "follow_guidance_closure"
+    contexts = ("guidance",)
+
+    def __init__(self, registrar: Registrar) -> None:
+        self.registrar = registrar
+
+    def handlers(self):
+        return {GuidanceClosed: self.closed}
+
+    async def closed(self, e: RecordedEvent[GuidanceClosed]) -> None:
+        if e.data.reason is CloseReason.TRANSFERRED:
+            return
+        await self.registrar.close(
+            CaseRef(e.office, e.client_id),
+            CloseRegistration(reason=e.data.reason.value, closed_on=e.data.closed_on),
+            Metadata(f"system:{self.name}", e.correlation_id or e.id, e.id),
+            key=e.id, at=e.time)

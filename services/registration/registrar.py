@@ -20,9 +20,9 @@ from shared.metrics import KernelMetrics
 from shared.store import CaseVersion, CaseWrite, EventStore, LoadedCase
 from shared.streams import CaseRef
 
-from .domain import (CONTEXT, BookState, Client, ClientRegistered, NikReleased, NikState,
-                     RegisterClient, TransferClient, book_key, decide, evolve, evolve_book,
-                     evolve_nik, nik_key, register)
+from .domain import (CONTEXT, BookState, Client, ClientRegistered, CloseRegistration,
+                     NikReleased, NikState, RegisterClient, TransferClient, book_key, decide,
+                     evolve, evolve_book, evolve_nik, nik_key, register)
 
 CLIENT = Decider(Client(), decide, evolve)
 
@@ -98,28 +98,39 @@ class Registrar:
 
     async def transfer(self, ref: CaseRef, cmd: TransferClient, meta: Metadata) -> Decision:
         """Transfer the client out; the NIK index of this office lets the person go."""
+        return await self._release(ref, cmd, meta, cmd.new_client_id, "TRANSFERRED", cmd.at)
+
+    async def close(self, ref: CaseRef, cmd: CloseRegistration, meta: Metadata,
+                    key: str, at: datetime) -> Decision:
+        """Guidance ended: the record closes and the NIK index lets the person go."""
+        return await self._release(ref, cmd, meta, key, cmd.reason, at)
+
+    async def _release(self, ref: CaseRef, cmd: TransferClient | CloseRegistration,
+                       meta: Metadata, key: str, reason: str, at: datetime) -> Decision:
+        """A change that ends the registration here, and the NIK's release, together."""
         for _ in range(self.max_attempts):
             client, loaded = await self.load(ref)
             events = decide(cmd, client)
+            if not events:
+                return Decision([], client, loaded.version, duplicate=True)
             registered = client.registered
             assert registered is not None
             nik_ref = CaseRef(ref.office, nik_key(registered.person.nik))
             nik = await self.store.last(CONTEXT, nik_ref)
             holds = _fold(NikState(), evolve_nik, nik).holder == ref.client_id
-            release = [NikReleased(client_id=ref.client_id, reason="TRANSFERRED")] if holds else []
+            release = [NikReleased(client_id=ref.client_id, reason=reason)] if holds else []
             try:
                 results = await self.store.append_together(CONTEXT, [
-                    CaseWrite(ref, _new(events, cmd.new_client_id, "transfer", cmd.at, meta),
-                              loaded.version),
-                    CaseWrite(nik_ref, _new(release, cmd.new_client_id, "transfer-nik", cmd.at,
-                                            meta), nik.version)])
+                    CaseWrite(ref, _new(events, key, "release", at, meta), loaded.version),
+                    CaseWrite(nik_ref, _new(release, key, "release-nik", at, meta),
+                              nik.version)])
             except ConcurrencyError:
                 continue
             state = client
             for e in results[0].events:
                 state = evolve(state, e.data)
             return Decision(results[0].events, state, results[0].version, results[0].duplicate)
-        raise DomainConflict("the case changed while the transfer was decided; try again",
+        raise DomainConflict("the case changed while this was decided; try again",
                              rule="concurrent_change")
 
 

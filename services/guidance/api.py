@@ -1,0 +1,318 @@
+"""Guidance over HTTP: request -> command -> response."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.decider import Decision
+from shared.events import Metadata
+from shared.ids import new_id
+from shared.logging import bind
+from shared.runtime import Kernel
+from shared.store import LoadedCase
+from shared.streams import CaseRef
+from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.problems import PROBLEM_RESPONSES, Problem
+
+from . import domain as d
+from .desk import GuidanceDesk
+from .views import DueFacts, case_view, open_items
+
+WIB_OFFSET = timedelta(hours=7)  # office calendar dates (WIB)
+STAFF = ("pk", "supervisor", "head")
+READERS = ("pk", "supervisor", "head", "tpp")
+CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+OFFICER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id")]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+LongText = Annotated[str, Field(max_length=4000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LitmasIn(_In):
+    purpose: d.LitmasPurpose
+    risk_level: d.RiskLevel
+    needs: Annotated[list[Text], Field(max_length=30)] = []
+    recommendation: Annotated[str, Field(min_length=1, max_length=4000)]
+    summary: Annotated[str, Field(min_length=1, max_length=8000)]
+
+
+class TppDecisionIn(_In):
+    subject: d.TppSubject
+    outcome: d.TppOutcome
+    met_on: date
+    members: Annotated[list[Text], Field(min_length=1, max_length=20)]
+    notes: LongText = ""
+
+
+class ActivityIn(_In):
+    kind: d.GuidanceKind
+    approach: d.Approach
+    frequency: d.Frequency
+    description: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class ProgramIn(_In):
+    stage: d.Stage
+    activities: Annotated[list[ActivityIn], Field(min_length=1, max_length=30)]
+
+
+class SessionIn(_In):
+    kind: d.GuidanceKind
+    approach: d.Approach
+    held_on: date
+    participants: Annotated[list[d.Participant], Field(min_length=1, max_length=10)]
+    notes: LongText = ""
+
+
+class GroupSessionIn(_In):
+    client_ids: Annotated[list[Annotated[str, Field(pattern=CLIENT_ID_PATTERN)]],
+                          Field(min_length=1, max_length=100)]
+    kind: d.GuidanceKind
+    approach: Literal[d.Approach.KELOMPOK, d.Approach.KLASIKAL] = d.Approach.KELOMPOK
+    held_on: date
+    participants: Annotated[list[d.Participant], Field(min_length=1, max_length=10)] = [
+        d.Participant.KLIEN]
+    notes: LongText = ""
+
+
+class StageIn(_In):
+    to_stage: d.Stage
+    tpp_decision_id: Text
+
+
+class RevocationIn(_In):
+    action: Literal["PROPOSE", "IMPOSE"]
+    tpp_decision_id: Text | None = None
+    violation_ids: Annotated[list[Text], Field(max_length=50)] = []
+
+
+class CloseIn(_In):
+    reason: d.CloseReason
+    letter_number: Text | None = None
+    closed_on: date | None = None
+
+
+class ChangedOut(BaseModel):
+    client_id: str
+    version: int
+    events: list[str]
+
+
+class DecisionOut(ChangedOut):
+    decision_id: str
+
+
+class GroupSessionOut(BaseModel):
+    group_id: str
+    client_ids: list[str]
+
+
+class WorklistCase(BaseModel):
+    client_id: str
+    program: str
+    stage: d.Stage
+    is_child: bool
+    items: list[dict[str, Any]]
+
+
+class Worklist(BaseModel):
+    officer_id: str
+    office: str
+    cases: list[WorklistCase]
+
+
+def sees(principal: Principal, office: str, case: d.Case) -> bool:
+    if "auditor" in principal.roles:
+        return True
+    if principal.office != office or not principal.has(*READERS):
+        return False
+    return not case.is_child or principal.has("supervisor", "head") or \
+        principal.sub == case.officer_id
+
+
+def office_today(now: datetime) -> date:
+    return (now + WIB_OFFSET).date()
+
+
+def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["guidance"], responses=PROBLEM_RESPONSES)
+    cases = f'"{kernel.schema}".cases'
+
+    def meta(request: Request, principal: Principal) -> Metadata:
+        return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id)
+
+    async def case_of(principal: Principal, client_id: str, *, reading: bool = False
+                      ) -> tuple[CaseRef, d.Case, LoadedCase]:
+        """The caller's office's case (auditors: any office when reading); 404 otherwise."""
+        bind(client_id=client_id)
+        office = principal.office
+        if reading and "auditor" in principal.roles:
+            row = await kernel.pool.fetchrow(f"SELECT office FROM {cases} WHERE client_id = $1",
+                                             client_id)
+            office = row["office"] if row else office
+        ref = CaseRef(office, client_id)
+        state, loaded = await desk.load(ref)
+        if state.status is d.Status.NEW or not sees(principal, office, state):
+            raise not_found("case")
+        return ref, state, loaded
+
+    async def act(request: Request, principal: Principal, client_id: str, cmd: object,
+                  now: datetime) -> Decision:
+        ref, _, _ = await case_of(principal, client_id)
+        return await desk.runner.run(ref, cmd, meta(request, principal), at=now)
+
+    def changed(client_id: str, decision: Decision) -> ChangedOut:
+        return ChangedOut(client_id=client_id, version=decision.version.sequence,
+                          events=[e.type for e in decision.events])
+
+    @api.get("/cases/{client_id}", summary="The case: stage, litmas, programs, sessions, "
+             "decisions and open items (the read is recorded)")
+    async def get_case(client_id: ClientId, request: Request,
+                       principal: CurrentPrincipal) -> dict[str, Any]:
+        ref, _, loaded = await case_of(principal, client_id, reading=True)
+        await kernel.access.record(principal, ref, f"GET /v1/cases/{client_id}",
+                                   request.state.correlation_id)
+        return case_view(loaded.events, datetime.now(UTC))
+
+    @api.post("/cases/{client_id}/litmas", response_model=ChangedOut,
+              summary="Submit the litmas (social-inquiry report)",
+              dependencies=[require_roles(*STAFF)])
+    async def submit_litmas(client_id: ClientId, body: LitmasIn, request: Request,
+                            principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        return changed(client_id, await act(request, principal, client_id, d.SubmitLitmas(
+            purpose=body.purpose, risk_level=body.risk_level, needs=tuple(body.needs),
+            recommendation=body.recommendation, summary=body.summary, by=principal.sub,
+            at=now), now))
+
+    @api.post("/cases/{client_id}/tpp-decisions", response_model=DecisionOut,
+              summary="Record a decision of the review panel (TPP)",
+              dependencies=[require_roles(*STAFF, "tpp")])
+    async def record_decision(client_id: ClientId, body: TppDecisionIn, request: Request,
+                              principal: CurrentPrincipal) -> DecisionOut:
+        now = datetime.now(UTC)
+        decision_id = new_id()
+        decision = await act(request, principal, client_id, d.RecordTppDecision(
+            decision_id=decision_id, subject=body.subject, outcome=body.outcome,
+            met_on=body.met_on, members=tuple(body.members), notes=body.notes,
+            by=principal.sub, today=office_today(now)), now)
+        return DecisionOut(decision_id=decision_id, **changed(client_id, decision).model_dump())
+
+    @api.post("/cases/{client_id}/programs", response_model=ChangedOut,
+              summary="Draw up the guidance program of the current stage",
+              dependencies=[require_roles(*STAFF)])
+    async def draft_program(client_id: ClientId, body: ProgramIn, request: Request,
+                            principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        return changed(client_id, await act(request, principal, client_id, d.DraftProgram(
+            program_id=new_id(), stage=body.stage,
+            activities=tuple(d.Activity(**a.model_dump()) for a in body.activities),
+            by=principal.sub), now))
+
+    @api.post("/cases/{client_id}/sessions", response_model=ChangedOut,
+              summary="Record a guidance session held", dependencies=[require_roles(*STAFF)])
+    async def hold_session(client_id: ClientId, body: SessionIn, request: Request,
+                           principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        return changed(client_id, await act(request, principal, client_id, d.HoldSession(
+            session_id=new_id(), kind=body.kind, approach=body.approach, held_on=body.held_on,
+            participants=tuple(body.participants), notes=body.notes,
+            today=office_today(now)), now))
+
+    @api.post("/group-sessions", response_model=GroupSessionOut, status_code=201,
+              summary="One session that lands in each participant's case, or in none",
+              dependencies=[require_roles(*STAFF)])
+    async def group_session(body: GroupSessionIn, request: Request,
+                            principal: CurrentPrincipal) -> GroupSessionOut:
+        now = datetime.now(UTC)
+        client_ids = list(dict.fromkeys(body.client_ids))
+        group_id = new_id()
+        await desk.hold_group_session(
+            principal.office, client_ids, d.HoldSession(
+                session_id="", kind=body.kind, approach=body.approach, held_on=body.held_on,
+                participants=tuple(body.participants), notes=body.notes,
+                today=office_today(now), group_id=group_id),
+            meta(request, principal), now,
+            may_act=lambda case: sees(principal, principal.office, case))
+        return GroupSessionOut(group_id=group_id, client_ids=client_ids)
+
+    @api.post("/cases/{client_id}/stage", response_model=ChangedOut,
+              summary="Advance to the next stage on an approved TPP decision",
+              dependencies=[require_roles(*STAFF)])
+    async def advance(client_id: ClientId, body: StageIn, request: Request,
+                      principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        return changed(client_id, await act(request, principal, client_id, d.AdvanceStage(
+            to_stage=body.to_stage, tpp_decision_id=body.tpp_decision_id, at=now), now))
+
+    @api.post("/cases/{client_id}/revocation", response_model=ChangedOut,
+              summary="Propose a revocation on a TPP recommendation, or impose it (head)",
+              dependencies=[require_roles(*STAFF)])
+    async def revocation(client_id: ClientId, body: RevocationIn, request: Request,
+                         principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        if body.action == "IMPOSE":
+            if not principal.has("head"):
+                raise Problem(403, "Forbidden", "only the head of the office imposes a "
+                              "revocation", rule="role_required")
+            cmd: object = d.ImposeRevocation(by=principal.sub, at=now)
+        else:
+            if not body.tpp_decision_id:
+                raise Problem(422, "Invalid request", "a proposal names the TPP decision",
+                              field="tpp_decision_id", rule="missing")
+            cmd = d.ProposeRevocation(tpp_decision_id=body.tpp_decision_id,
+                                      violation_ids=tuple(body.violation_ids),
+                                      by=principal.sub, at=now)
+        return changed(client_id, await act(request, principal, client_id, cmd, now))
+
+    @api.post("/cases/{client_id}/close", response_model=ChangedOut,
+              summary="Close guidance (COMPLETED and REVOKED: head of office)",
+              dependencies=[require_roles(*STAFF)])
+    async def close(client_id: ClientId, body: CloseIn, request: Request,
+                    principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        if body.reason in (d.CloseReason.COMPLETED, d.CloseReason.REVOKED) and \
+                not principal.has("head"):
+            raise Problem(403, "Forbidden", f"closing as {body.reason} needs the head of the "
+                          "office (who signs the closing letter)", rule="role_required")
+        return changed(client_id, await act(request, principal, client_id, d.CloseGuidance(
+            reason=body.reason, closed_on=body.closed_on, letter_number=body.letter_number,
+            by=principal.sub, today=office_today(now)), now))
+
+    @api.get("/officers/{officer_id}/worklist", response_model=Worklist,
+             summary="The officer's open cases and what is due on each, most urgent first")
+    async def worklist(officer_id: Annotated[str, Path(pattern=OFFICER_PATTERN)],
+                       principal: CurrentPrincipal) -> Worklist:
+        if not principal.has(*READERS):
+            raise Problem(403, "Forbidden", "worklists need an office role", rule="role_required")
+        if principal.sub != officer_id and not principal.has("supervisor", "head"):
+            raise Problem(403, "Forbidden", "an officer sees their own worklist; supervisors "
+                          "and the head see everyone's", rule="own_worklist")
+        rows = await kernel.pool.fetch(
+            f"SELECT * FROM {cases} WHERE office = $1 AND officer_id = $2 AND status = 'OPEN'",
+            principal.office, officer_id)
+        now = datetime.now(UTC)
+        listed = []
+        for r in rows:
+            items = open_items(DueFacts(
+                stage=d.Stage(r["stage"]), litmas_due_at=r["litmas_due_at"],
+                litmas_submitted=r["litmas_submitted"],
+                program_stages=frozenset(d.Stage(s) for s in r["program_stages"]),
+                review_dates=tuple(r["review_dates"]), tpp_met_on=tuple(r["tpp_met_on"]),
+                period_end_on=r["period_end"], revocation_pending=r["revocation_pending"]), now)
+            listed.append(WorklistCase(client_id=r["client_id"], program=r["program"],
+                                       stage=d.Stage(r["stage"]), is_child=r["is_child"],
+                                       items=items))
+        listed.sort(key=lambda c: min((i["due"] or "~" for i in c.items), default="~"))
+        return Worklist(officer_id=officer_id, office=principal.office, cases=listed)
+
+    return api
