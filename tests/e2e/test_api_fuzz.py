@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -25,27 +26,36 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
+FUZZED = ("registration", "guidance")
+
+
 @pytest.fixture(scope="module")
-def registration_service(servers):
+def system(servers):
+    """The services, each its own process, sharing one namespace on the test servers."""
     namespace = "f" + uuid.uuid4().hex[:12]
-    port = free_port()
+    ports = {name: free_port() for name in FUZZED}
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAPAS_")}
     env.update(BAPAS_ENV="development", BAPAS_NATS_URL=servers.nats_url,
                BAPAS_NATS_MONITOR_URL=servers.monitor_url, BAPAS_DATABASE_URL=servers.dsn,
                BAPAS_NAMESPACE=namespace, BAPAS_JWT_SECRET=TEST_SECRET,
-               BAPAS_REGISTRATION_PORT=str(port), BAPAS_LOG_LEVEL="warning")
-    proc = subprocess.Popen([sys.executable, "-m", "services.registration"], env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
+               BAPAS_LOG_LEVEL="warning",
+               **{f"BAPAS_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    procs = {name: subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
+                                    cwd=REPO) for name in FUZZED}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
-        deadline = time.monotonic() + 60
-        while not _ready(base):
-            assert proc.poll() is None, "the registration service exited"
-            assert time.monotonic() < deadline, "the registration service did not get ready"
-            time.sleep(0.2)
-        yield base
+        deadline = time.monotonic() + 90
+        for name, base in urls.items():
+            while not _ready(base):
+                assert procs[name].poll() is None, f"the {name} service exited"
+                assert time.monotonic() < deadline, f"the {name} service did not get ready"
+                time.sleep(0.2)
+        yield urls
     finally:
-        proc.terminate()
-        proc.wait(20)
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(20)
 
 
 def _ready(base: str) -> bool:
@@ -80,8 +90,8 @@ def fuzz(base_url: str, token: str, known_ids: list[str], max_examples: int = 30
         def no_server_error(case, aim: bool, known: str, nik: str) -> None:
             if aim and "client_id" in (case.path_parameters or {}):
                 case.path_parameters["client_id"] = known
-            if aim and isinstance(case.body, dict) and isinstance(case.body.get("person"), dict):
-                case.body["person"]["nik"] = nik
+            if aim and operation.method.upper() == "POST" and operation.path == "/v1/clients":
+                case.body = registration_body(nik, f"Klien {nik[-4:]}", "PB")
             response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {token}"})
             key = f"{case.method} {operation.path} {response.status_code}"
             statuses[key] = statuses.get(key, 0) + 1
@@ -94,33 +104,64 @@ def fuzz(base_url: str, token: str, known_ids: list[str], max_examples: int = 30
     return statuses
 
 
+def registration_body(nik: str, name: str, program: str) -> dict:
+    return {"program": program,
+            "decision": {"number": f"PAS-{nik[-4:]}", "issued_by": "Dirjen PAS",
+                         "issued_on": "2026-01-02"},
+            "origin_institution": "Lapas Cipinang",
+            "period": {"start_on": "2026-01-05", "end_on": "2027-01-04"},
+            "person": {"full_name": name, "nik": nik, "address": "Jl. Kemang 5"},
+            "officer_id": "pk-0007"}
+
+
 def seed(base_url: str, token: str) -> list[str]:
     """A few real clients for the fuzzer to aim at."""
     ids = []
     for i, program in enumerate(("PB", "DIVERSI", "CB")):
-        payload = {
-            "program": program,
-            "decision": {"number": f"PAS-{i}", "issued_by": "Dirjen PAS",
-                         "issued_on": "2026-01-02"},
-            "origin_institution": "Lapas Cipinang",
-            "period": {"start_on": "2026-01-05", "end_on": "2027-01-04"},
-            "person": {"full_name": f"Klien {i}", "nik": f"31710115088{i}0001",
-                       "address": "Jl. Kemang 5"},
-            "officer_id": "pk-0007"}
-        req = urllib.request.Request(f"{base_url}/v1/clients", method="POST",
-                                     data=json.dumps(payload).encode(),
-                                     headers={"Authorization": f"Bearer {token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{base_url}/v1/clients", method="POST",
+            data=json.dumps(registration_body(f"31710115088{i}0001", f"Klien {i}",
+                                              program)).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             ids.append(json.loads(r.read())["client_id"])
     return ids
 
 
-def test_registration_never_answers_5xx(registration_service):
-    head = TOKENS.issue("kabapas-01", "jaksel", ["pk", "supervisor", "head"])
-    statuses = fuzz(registration_service, head, seed(registration_service, head))
+HEAD = TOKENS.issue("kabapas-01", "jaksel", ["pk", "supervisor", "head"])
+
+
+@pytest.fixture(scope="module")
+def clients(system) -> list[str]:
+    return seed(system["registration"], HEAD)
+
+
+def test_registration_never_answers_5xx(system, clients):
+    statuses = fuzz(system["registration"], HEAD, clients)
     # the fuzzing reached past validation: real registrations and changes happened
     assert statuses.get("POST /v1/clients 201", 0) > 0, statuses
     assert statuses.get("GET /v1/clients/{client_id} 200", 0) > 0, statuses
     assert any(k.startswith("POST /v1/clients/{client_id}/") and k.endswith(" 200")
                for k in statuses), statuses
+
+
+def test_guidance_never_answers_5xx(system, clients):
+    base = system["guidance"]
+    for cid in clients:  # the cases open from the registration events
+        deadline = time.monotonic() + 30
+        while _get_status(f"{base}/v1/cases/{cid}", HEAD) != 200:
+            assert time.monotonic() < deadline, "no guidance case opened"
+            time.sleep(0.2)
+    statuses = fuzz(base, HEAD, clients)
+    assert statuses.get("GET /v1/cases/{client_id} 200", 0) > 0, statuses
+    assert any(k.startswith("POST /v1/cases/{client_id}/") and k.endswith(" 200")
+               for k in statuses), statuses
+
+
+def _get_status(url: str, token: str) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
