@@ -105,9 +105,6 @@ class Status(StrEnum):
     CLOSED = "CLOSED"
 
 
-REINTEGRATION_PROGRAMS = frozenset({"PB", "CB", "CMB", "ASIMILASI"})
-
-
 class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -462,8 +459,6 @@ def decide(cmd: object, state: Case) -> list[Event]:
     match cmd:
         case OpenGuidance():
             return _open(cmd, state)
-        case CloseGuidance(reason=CloseReason.TRANSFERRED) if state.status is Status.OPEN:
-            return _close(cmd, state)
     _require_open(state)
     match cmd:
         case FollowOfficer(officer_id=officer, at=at, policy=policy):
@@ -475,7 +470,8 @@ def decide(cmd: object, state: Case) -> list[Event]:
                                               due_at=policy.litmas_due(state.program, at)))
             return events
         case SubmitLitmas():
-            late = state.litmas_due_at is not None and cmd.at > state.litmas_due_at
+            late = state.litmas_overdue_marked or (
+                state.litmas_due_at is not None and cmd.at > state.litmas_due_at)
             return [LitmasSubmitted(purpose=cmd.purpose, risk_level=cmd.risk_level,
                                     needs=list(cmd.needs), recommendation=cmd.recommendation,
                                     summary=cmd.summary, submitted_by=cmd.by,
@@ -604,6 +600,9 @@ def _close(cmd: CloseGuidance, state: Case) -> list[Event]:
                                           or cmd.today < state.period_end_on):
                 missing.add("closed_on", "period_not_ended",
                             f"the guidance period ends on {state.period_end_on}")
+            if state.revocation_imposed:
+                missing.add("reason", "revocation_imposed",
+                            "a revocation was imposed: the case closes as REVOKED")
             if not cmd.letter_number:
                 missing.add("letter_number", "letter_required",
                             "the closing letter (surat keterangan akhir pembimbingan) number "
