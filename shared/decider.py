@@ -67,12 +67,15 @@ class CommandRunner(Generic[C, S]):
 
     async def run(self, ref: CaseRef, command: C, meta: Metadata, *,
                   at: datetime | None = None,
-                  event_id: Callable[[int], str] | None = None) -> Decision[S]:
+                  event_id: Callable[[int], str] | None = None,
+                  identify: Callable[[Event], str | None] | None = None) -> Decision[S]:
         """Decide `command` on the case and append the outcome.
 
         Event ids are fixed on the first attempt and reused by every retry, so that an append
         whose answer was lost is recognised as ours. `event_id(i)` gives deterministic ids
-        (reactions); events whose ids the case already holds are not appended again.
+        (reactions); `identify(event)` names facts that must exist once whoever records them
+        (a missed report is one fact per due date, whether a sweep or a visit finds it).
+        Events whose ids the case already holds are not appended again.
         """
         ids: list[str] = []
         name = type(command).__name__
@@ -81,10 +84,12 @@ class CommandRunner(Generic[C, S]):
             produced = list(self.decider.decide(command, state))
             while len(ids) < len(produced):
                 ids.append(event_id(len(ids)) if event_id else new_id())
+            chosen = [(identify(ev) if identify else None) or ids[i]
+                      for i, ev in enumerate(produced)]
             held = {e.id for e in history}
             when = at or datetime.now(UTC)
-            new = [NewEvent(ids[i], ev, when, meta)
-                   for i, ev in enumerate(produced) if ids[i] not in held]
+            new = [NewEvent(chosen[i], ev, when, meta)
+                   for i, ev in enumerate(produced) if chosen[i] not in held]
             if not new:
                 self._metrics.decisions.labels(name, "unchanged").inc()
                 return Decision([], state, version, duplicate=bool(produced))

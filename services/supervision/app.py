@@ -1,21 +1,38 @@
-"""The supervision service: its parts, wired onto the kernel."""
+"""The supervision service: reporting plans, contacts, missed reports and violations.
+
+Wiring only: the command runner, the compliance board (read model), the reaction to
+registration and guidance, the missed-report sweeper and the HTTP routes.
+"""
 
 from __future__ import annotations
 
-from shared.events import EventRegistry
+from services.guidance.domain import EVENTS as GUIDANCE_EVENTS
+from services.registration.domain import EVENTS as REGISTRATION_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
-EVENTS = EventRegistry("supervision")
+from .api import SUPERVISION, build_router
+from .domain import CONTEXT, EVENTS
+from .projections import ComplianceBoard
+from .reactions import FollowOtherContexts
+from .settings import SupervisionSettings
+from .sweeper import report_sweeper
 
 
 def build(kernel: Kernel) -> ServiceParts:
-    return ServiceParts()
+    settings = SupervisionSettings()
+    runner = kernel.command_runner(CONTEXT, SUPERVISION)
+    return ServiceParts(
+        routers=[build_router(kernel, runner, settings.due_soon_days)],
+        consumers=[ComplianceBoard(), FollowOtherContexts(runner)],
+        background=[report_sweeper(kernel.pool, kernel.schema, runner, settings.sweep_seconds)])
 
 
 definition = ServiceDefinition(
     name="supervision",
     title="bapas supervision",
-    description="Reporting plans (wajib lapor), visits, missed reports and violations.",
-    registries=(EVENTS,),
+    description="Supervision of each client: the reporting plan (wajib lapor), reports, home "
+                "and workplace visits, missed reports found on the real clock, and "
+                "violations; three missed reports in a row ask the TPP to review the case.",
+    registries=(EVENTS, REGISTRATION_EVENTS, GUIDANCE_EVENTS),
     build=build,
 )

@@ -1,0 +1,246 @@
+"""Supervision over HTTP: request -> command -> response."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.decider import CommandRunner, Decider, Decision
+from shared.events import Metadata, RecordedEvent
+from shared.ids import new_id
+from shared.logging import bind
+from shared.runtime import Kernel
+from shared.store import LoadedCase
+from shared.streams import CaseRef
+from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.problems import PROBLEM_RESPONSES, Problem
+
+from . import domain as d
+
+STAFF = ("pk", "supervisor", "head")
+READERS = ("pk", "supervisor", "head", "tpp")
+CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+OFFICER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id")]
+SUPERVISION = Decider(d.Supervision(), d.decide, d.evolve)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PlanIn(_In):
+    interval_days: Annotated[int, Field(ge=1, le=180)] = d.DEFAULT_INTERVAL_DAYS
+    grace_days: Annotated[int, Field(ge=0, le=60)] = d.DEFAULT_GRACE_DAYS
+    remote_allowed: bool = False
+    first_due_on: date | None = Field(
+        None, description="default: the start of supervision plus the interval; may lie in "
+        "the past when a case moves over from the paper registers")
+
+
+class VisitIn(_In):
+    kind: d.ContactKind
+    occurred_at: AwareDatetime
+    outcome: d.Outcome
+    notes: Annotated[str, Field(max_length=4000)] = ""
+    remote_reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class ViolationIn(_In):
+    category: d.Category
+    code: Annotated[str, Field(min_length=1, max_length=60)]
+    notes: Annotated[str, Field(max_length=4000)] = ""
+
+
+class ChangedOut(BaseModel):
+    client_id: str
+    version: int
+    events: list[str]
+
+
+class BoardEntry(BaseModel):
+    client_id: str
+    officer_id: str | None
+    is_child: bool
+    next_due_on: date | None
+    consecutive_missed: int
+    open_violations: int
+    items: list[dict[str, Any]]
+
+
+class Board(BaseModel):
+    office: str
+    officer_id: str | None
+    entries: list[BoardEntry]
+
+
+def sees(principal: Principal, office: str, case: d.Supervision) -> bool:
+    if "auditor" in principal.roles:
+        return True
+    if principal.office != office or not principal.has(*READERS):
+        return False
+    return not case.is_child or principal.has("supervisor", "head") or \
+        principal.sub == case.officer_id
+
+
+def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["supervision"], responses=PROBLEM_RESPONSES)
+    board = f'"{kernel.schema}".board'
+    violations = f'"{kernel.schema}".violations'
+
+    def meta(request: Request, principal: Principal) -> Metadata:
+        return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id)
+
+    async def case_of(principal: Principal, client_id: str, *, reading: bool = False
+                      ) -> tuple[CaseRef, LoadedCase]:
+        bind(client_id=client_id)
+        office = principal.office
+        if reading and "auditor" in principal.roles:
+            row = await kernel.pool.fetchrow(f"SELECT office FROM {board} WHERE client_id = $1",
+                                             client_id)
+            office = row["office"] if row else office
+        ref = CaseRef(office, client_id)
+        loaded = await kernel.store.load(d.CONTEXT, ref)
+        state = SUPERVISION.fold([e.data for e in loaded.events])
+        if state.status is d.Status.NEW or not sees(principal, office, state):
+            raise not_found("supervision case")
+        return ref, loaded
+
+    async def act(request: Request, principal: Principal, client_id: str, cmd: object,
+                  now: datetime) -> ChangedOut:
+        ref, _ = await case_of(principal, client_id)
+        decision: Decision = await runner.run(ref, cmd, meta(request, principal), at=now,
+                                              identify=d.identify(client_id))
+        return ChangedOut(client_id=client_id, version=decision.version.sequence,
+                          events=[e.type for e in decision.events])
+
+    @api.get("/supervision/{client_id}", summary="Plan, next due date, missed reports, "
+             "contacts and violations (the read is recorded)")
+    async def get_supervision(client_id: ClientId, request: Request,
+                              principal: CurrentPrincipal) -> dict[str, Any]:
+        ref, loaded = await case_of(principal, client_id, reading=True)
+        await kernel.access.record(principal, ref, f"GET /v1/supervision/{client_id}",
+                                   request.state.correlation_id)
+        return supervision_view(loaded.events)
+
+    @api.put("/supervision/{client_id}/plan", response_model=ChangedOut,
+             summary="Set the reporting plan (wajib lapor)", dependencies=[require_roles(*STAFF)])
+    async def set_plan(client_id: ClientId, body: PlanIn, request: Request,
+                       principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        return await act(request, principal, client_id, d.SetPlan(
+            interval_days=body.interval_days, grace_days=body.grace_days,
+            remote_allowed=body.remote_allowed, first_due_on=body.first_due_on,
+            by=principal.sub, today=d.office_date(now)), now)
+
+    @api.post("/supervision/{client_id}/visits", response_model=ChangedOut,
+              summary="Log a contact: a report, a visit or a meeting (VisitLogged)",
+              dependencies=[require_roles(*STAFF)])
+    async def log_visit(client_id: ClientId, body: VisitIn, request: Request,
+                        principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        return await act(request, principal, client_id, d.LogVisit(
+            visit_id=new_id(), kind=body.kind, occurred_at=body.occurred_at,
+            outcome=body.outcome, notes=body.notes, remote_reason=body.remote_reason,
+            by=principal.sub, now=now, violation_id=new_id()), now)
+
+    @api.post("/supervision/{client_id}/violations", response_model=ChangedOut,
+              summary="Record a violation (UMUM or KHUSUS)", dependencies=[require_roles(*STAFF)])
+    async def record_violation(client_id: ClientId, body: ViolationIn, request: Request,
+                               principal: CurrentPrincipal) -> ChangedOut:
+        now = datetime.now(UTC)
+        return await act(request, principal, client_id, d.RecordViolation(
+            violation_id=new_id(), category=body.category, code=body.code, notes=body.notes,
+            by=principal.sub, today=d.office_date(now)), now)
+
+    @api.get("/compliance", response_model=Board,
+             summary="The office's compliance board, most urgent first")
+    async def compliance(principal: CurrentPrincipal,
+                         officer_id: Annotated[str | None, Query(pattern=OFFICER_PATTERN)] = None
+                         ) -> Board:
+        if not principal.has(*READERS):
+            raise Problem(403, "Forbidden", "the board needs an office role", rule="role_required")
+        today = d.office_date(datetime.now(UTC))
+        rows = await kernel.pool.fetch(
+            f"""SELECT b.*, (SELECT count(*) FROM {violations} v WHERE v.client_id = b.client_id
+                       AND v.recorded_at > coalesce(b.last_tpp_review_at, '-infinity')) AS open,
+                       (SELECT count(*) FROM {violations} v WHERE v.client_id = b.client_id
+                       AND v.category = 'KHUSUS' AND v.recorded_at >
+                       coalesce(b.last_tpp_review_at, '-infinity')) AS open_khusus
+                FROM {board} b WHERE b.office = $1 AND b.status = 'ACTIVE'
+                  AND ($2::text IS NULL OR b.officer_id = $2)
+                  AND (NOT b.is_child OR $3 OR b.officer_id = $4)""",
+            principal.office, officer_id, principal.has("supervisor", "head"), principal.sub)
+        entries = []
+        for r in rows:
+            items = board_items(r, today, due_soon_days)
+            if items:
+                entries.append((urgency(r, today), BoardEntry(
+                    client_id=r["client_id"], officer_id=r["officer_id"], is_child=r["is_child"],
+                    next_due_on=r["next_due_on"], consecutive_missed=r["consecutive_missed"],
+                    open_violations=r["open"], items=items)))
+        entries.sort(key=lambda pair: pair[0])
+        return Board(office=principal.office, officer_id=officer_id,
+                     entries=[entry for _, entry in entries])
+
+    return api
+
+
+def board_items(r: Any, today: date, due_soon_days: int) -> list[dict[str, Any]]:
+    items = []
+    if r["open"]:
+        items.append({"kind": "VIOLATION_AWAITING_TPP", "count": r["open"],
+                      "khusus": r["open_khusus"],
+                      "message": f"{r['open']} violation(s) await the TPP"})
+    if r["consecutive_missed"]:
+        items.append({"kind": "REPORT_MISSED", "count": r["consecutive_missed"],
+                      "last_due_on": r["last_missed_on"].isoformat(),
+                      "message": f"{r['consecutive_missed']} consecutive report(s) missed"})
+    if r["interval_days"] is None:
+        items.append({"kind": "PLAN_MISSING", "message": "no reporting plan set"})
+    elif r["next_due_on"] and r["next_due_on"] - today <= timedelta(days=due_soon_days):
+        items.append({"kind": "REPORT_DUE", "due_on": r["next_due_on"].isoformat(),
+                      "message": f"report due on {r['next_due_on']}"})
+    return items
+
+
+def urgency(r: Any, today: date) -> tuple:
+    """Open KHUSUS violations first, then any open violation, then the longest run of missed
+    reports, then the nearest due date."""
+    due = (r["next_due_on"] - today).days if r["next_due_on"] else 10_000
+    return (-r["open_khusus"], -r["open"], -r["consecutive_missed"], due)
+
+
+def supervision_view(events: list[RecordedEvent]) -> dict[str, Any]:
+    view: dict[str, Any] = {"plan": None, "contacts": [], "missed_reports": [],
+                            "violations": [], "tpp_reviews": [], "ended": None}
+    state = d.Supervision()
+    for e in events:
+        state = d.evolve(state, e.data)
+        x = e.data
+        match x:
+            case d.SupervisionStarted():
+                view.update(client_id=x.client_id, office=x.office, program=x.program,
+                            is_child=x.is_child, period={"start_on": x.period_start_on.isoformat(),
+                                                         "end_on": x.period_end_on.isoformat()},
+                            started_at=x.started_at.isoformat())
+            case d.ReportingPlanSet():
+                view["plan"] = x.model_dump(mode="json")
+            case d.VisitLogged():
+                view["contacts"].append(x.model_dump(mode="json"))
+            case d.ReportMissed():
+                view["missed_reports"].append(x.model_dump(mode="json"))
+            case d.ViolationRecorded():
+                view["violations"].append(x.model_dump(mode="json"))
+            case d.TppReviewRequested():
+                view["tpp_reviews"].append(x.model_dump(mode="json"))
+            case d.SupervisionEnded():
+                view["ended"] = x.model_dump(mode="json")
+    view.update(status=state.status.value, officer_id=state.officer_id,
+                next_due_on=state.next_due_on.isoformat() if state.next_due_on else None,
+                consecutive_missed=state.consecutive_missed,
+                version=events[-1].sequence if events else 0)
+    return view

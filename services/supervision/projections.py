@@ -1,0 +1,103 @@
+"""Supervision read model: the office's compliance board."""
+
+from __future__ import annotations
+
+from services.guidance.domain import TppDecisionRecorded, TppSubject
+from shared.events import RecordedEvent
+from shared.projector import Projection, Writer
+
+from . import domain as d
+
+
+class ComplianceBoard(Projection):
+    """Who is due to report, who missed, which violations await the TPP."""
+
+    name = "compliance_board"
+    version = 1
+    contexts = ("supervision", "guidance")
+    tables = {
+        "board": """
+            CREATE TABLE {table} (
+                client_id          text PRIMARY KEY,
+                office             text NOT NULL,
+                officer_id         text,
+                is_child           boolean NOT NULL,
+                status             text NOT NULL,
+                period_end         date NOT NULL,
+                interval_days      integer,
+                grace_days         integer,
+                next_due_on        date,
+                consecutive_missed integer NOT NULL DEFAULT 0,
+                last_missed_on     date,
+                last_contact_at    timestamptz,
+                last_tpp_review_at timestamptz,
+                version            integer NOT NULL
+            );
+            CREATE INDEX ON {table} (office, officer_id) WHERE status = 'ACTIVE';
+            CREATE INDEX ON {table} (next_due_on) WHERE status = 'ACTIVE';
+        """,
+        "violations": """
+            CREATE TABLE {table} (
+                violation_id text PRIMARY KEY,
+                client_id    text NOT NULL,
+                category     text NOT NULL,
+                code         text NOT NULL,
+                recorded_at  timestamptz NOT NULL
+            );
+            CREATE INDEX ON {table} (client_id);
+        """,
+    }
+
+    def handlers(self):
+        return {d.SupervisionStarted: self.started, d.SupervisingOfficerAssigned: self.officer,
+                d.ReportingPlanSet: self.plan, d.VisitLogged: self.visit,
+                d.ReportMissed: self.missed, d.ViolationRecorded: self.violation,
+                d.SupervisionEnded: self.ended, TppDecisionRecorded: self.tpp}
+
+    async def started(self, w: Writer, e: RecordedEvent[d.SupervisionStarted]) -> None:
+        x = e.data
+        w.execute("INSERT INTO {board} (client_id, office, officer_id, is_child, status, "
+                  "period_end, version) VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6) "
+                  "ON CONFLICT DO NOTHING", x.client_id, x.office, x.officer_id, x.is_child,
+                  x.period_end_on, e.sequence)
+
+    def _set(self, w: Writer, e: RecordedEvent, assignments: str, *values) -> None:
+        w.execute(f"UPDATE {{board}} SET {assignments}, version = $2 WHERE client_id = $1",
+                  e.client_id, e.sequence, *values)
+
+    async def officer(self, w: Writer, e: RecordedEvent[d.SupervisingOfficerAssigned]) -> None:
+        self._set(w, e, "officer_id = $3", e.data.officer_id)
+
+    async def plan(self, w: Writer, e: RecordedEvent[d.ReportingPlanSet]) -> None:
+        self._set(w, e, "interval_days = $3, grace_days = $4, next_due_on = $5",
+                  e.data.interval_days, e.data.grace_days, e.data.next_due_on)
+
+    async def visit(self, w: Writer, e: RecordedEvent[d.VisitLogged]) -> None:
+        if e.data.counts_as_report:
+            self._set(w, e, "last_contact_at = $3, consecutive_missed = 0, next_due_on = "
+                            "CASE WHEN $4::date IS NULL THEN next_due_on "
+                            "ELSE $4::date + interval_days END",
+                      e.data.occurred_at, e.data.covers_due_on)
+        else:
+            self._set(w, e, "last_contact_at = greatest(last_contact_at, $3)",
+                      e.data.occurred_at)
+
+    async def missed(self, w: Writer, e: RecordedEvent[d.ReportMissed]) -> None:
+        self._set(w, e, "consecutive_missed = $3, last_missed_on = $4, "
+                        "next_due_on = $4::date + interval_days",
+                  e.data.consecutive, e.data.due_on)
+
+    async def violation(self, w: Writer, e: RecordedEvent[d.ViolationRecorded]) -> None:
+        w.execute("INSERT INTO {violations} (violation_id, client_id, category, code, "
+                  "recorded_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                  e.data.violation_id, e.client_id, e.data.category.value, e.data.code, e.time)
+        self._set(w, e, "status = status")
+
+    async def ended(self, w: Writer, e: RecordedEvent[d.SupervisionEnded]) -> None:
+        self._set(w, e, "status = 'ENDED'")
+
+    async def tpp(self, w: Writer, e: RecordedEvent[TppDecisionRecorded]) -> None:
+        # a revocation review by the panel answers the violations recorded before it
+        if e.data.subject is TppSubject.REVOCATION:
+            w.execute("UPDATE {board} SET last_tpp_review_at = greatest(last_tpp_review_at, $2)"
+                      " WHERE client_id = $1", e.client_id, e.time)
