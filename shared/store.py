@@ -23,6 +23,7 @@ from .envelope import (GENESIS_HASH, ChainCheck, Envelope, ce_type, format_time,
                        parse_time, verify_chain)
 from .errors import AppendError, ConcurrencyError, EventDecodeError, KernelError
 from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, UnknownEventType
+from .ids import new_id
 from .metrics import KernelMetrics
 from .streams import CaseRef, Topology
 
@@ -310,7 +311,9 @@ class EventStore:
         request (the server answers empty), the middle ones plain publishes, the last one
         commits and answers the PubAck. The server stores all of it or none."""
         slots = self._batch_slots.setdefault(stream, asyncio.Semaphore(MAX_OPEN_BATCHES))
-        batch_id = messages[0][1].id
+        # unique per attempt: two writers deciding the same facts (deterministic event ids)
+        # at once must not share a batch, or the server mixes them up (10176)
+        batch_id = new_id()
         n = len(messages)
         async with slots:
             for i, (subject, env, body, expected) in enumerate(messages, start=1):

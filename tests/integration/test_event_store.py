@@ -233,3 +233,16 @@ async def test_the_last_event_of_a_case_is_read_alone(store):
     last = await store.last("ledger", ref)
     assert last.messages_read == 1 and last.events[0].data == Credited(amount=39)
     assert last.version == v
+
+
+async def test_two_writers_of_the_same_facts_at_once_store_them_once(store):
+    """Deterministic ids (a sweep in two replicas): both batches carry the same event ids;
+    one is stored, the other is recognised as already stored, neither fails."""
+    ref = case()
+    opened = (await store.append("ledger", ref, [ev(AccountOpened(owner="a"))],
+                                 CaseVersion.new())).version
+    facts = [ev(Credited(amount=i), id=derived_id(ref.client_id, "fact", i)) for i in range(20)]
+    results = await asyncio.gather(*(store.append("ledger", ref, facts, opened) for _ in range(4)))
+    assert sorted(r.duplicate for r in results) == [False, True, True, True]
+    loaded = await store.load("ledger", ref)
+    assert [e.id for e in loaded.events[1:]] == [f.id for f in facts]
