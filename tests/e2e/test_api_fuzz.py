@@ -4,26 +4,20 @@ get a 5xx. The services run as processes on the test servers, called over real H
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.local.servers import free_port
 from shared.web.auth import TokenService
 from tests.conftest import TEST_SECRET
+from tests.support.processes import services
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 FUZZED = ("registration", "guidance")
@@ -32,38 +26,8 @@ FUZZED = ("registration", "guidance")
 @pytest.fixture(scope="module")
 def system(servers):
     """The services, each its own process, sharing one namespace on the test servers."""
-    namespace = "f" + uuid.uuid4().hex[:12]
-    ports = {name: free_port() for name in FUZZED}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAPAS_")}
-    env.update(BAPAS_ENV="development", BAPAS_NATS_URL=servers.nats_url,
-               BAPAS_NATS_MONITOR_URL=servers.monitor_url, BAPAS_DATABASE_URL=servers.dsn,
-               BAPAS_NAMESPACE=namespace, BAPAS_JWT_SECRET=TEST_SECRET,
-               BAPAS_LOG_LEVEL="warning",
-               **{f"BAPAS_{name.upper()}_PORT": str(port) for name, port in ports.items()})
-    procs = {name: subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
-                                    cwd=REPO) for name in FUZZED}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    try:
-        deadline = time.monotonic() + 90
-        for name, base in urls.items():
-            while not _ready(base):
-                assert procs[name].poll() is None, f"the {name} service exited"
-                assert time.monotonic() < deadline, f"the {name} service did not get ready"
-                time.sleep(0.2)
-        yield urls
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(20)
-
-
-def _ready(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    with services(servers, FUZZED) as running:
+        yield running.urls
 
 
 TOKENS = TokenService(TEST_SECRET)
