@@ -20,7 +20,7 @@ from tests.support.processes import services
 pytestmark = pytest.mark.slow
 
 
-FUZZED = ("registration", "guidance")
+FUZZED = ("registration", "guidance", "supervision")
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +118,20 @@ def test_guidance_never_answers_5xx(system):
     assert statuses.get("GET /v1/cases/{client_id} 200", 0) > 0, statuses
     assert any(k.startswith("POST /v1/cases/{client_id}/") and k.endswith(" 200")
                for k in statuses), statuses
+
+
+def test_supervision_never_answers_5xx(system):
+    clients = seed(system["registration"], HEAD, 3)
+    base = system["supervision"]
+    for cid in clients:
+        deadline = time.monotonic() + 30
+        while _get_status(f"{base}/v1/supervision/{cid}", HEAD) != 200:
+            assert time.monotonic() < deadline, "no supervision case started"
+            time.sleep(0.2)
+    statuses = fuzz(base, HEAD, clients)
+    assert statuses.get("GET /v1/supervision/{client_id} 200", 0) > 0, statuses
+    assert any(k.startswith(("POST /v1/supervision/", "PUT /v1/supervision/"))
+               and k.endswith(" 200") for k in statuses), statuses
 
 
 def _get_status(url: str, token: str) -> int:
