@@ -127,6 +127,7 @@ class VisitLogged(Event):
     logged_by: str
     counts_as_report: bool
     covers_due_on: date | None
+    missed_in_a_row: int = 0  # consecutive misses still standing after this contact
 
 
 @EVENTS.event()
@@ -250,7 +251,14 @@ class Supervision(BaseModel):
     plan: Plan | None = None
     next_due_on: date | None = None
     settled_through: date | None = None  # the latest due date reported or missed
-    consecutive_missed: int = 0
+    # the current run of consecutive misses, as the dates their windows opened: a report
+    # breaks the run for the misses whose window opened before the report was made (a
+    # report entered late, from the paper registers, leaves the misses after it standing)
+    missed_run: tuple[date, ...] = ()
+
+    @property
+    def consecutive_missed(self) -> int:
+        return len(self.missed_run)
 
 
 def evolve(state: Supervision, event: Event) -> Supervision:
@@ -268,14 +276,18 @@ def evolve(state: Supervision, event: Event) -> Supervision:
                              remote_allowed=event.remote_allowed),
                 "next_due_on": event.next_due_on})
         case VisitLogged(counts_as_report=True, covers_due_on=covered):
-            update: dict = {"consecutive_missed": 0}
+            on = office_date(event.occurred_at)
+            # a report entered late from the paper registers does not break the misses
+            # that came after it
+            update: dict = {"missed_run": tuple(o for o in state.missed_run if o >= on)}
             if covered is not None:
                 update.update(settled_through=covered,
                               next_due_on=covered + timedelta(days=state.plan.interval_days))
             return state.model_copy(update=update)
-        case ReportMissed(due_on=due, consecutive=n):
+        case ReportMissed(due_on=due, grace_days=grace):
+            opened = due - timedelta(days=state.plan.interval_days - grace)
             return state.model_copy(update={
-                "settled_through": due, "consecutive_missed": n,
+                "settled_through": due, "missed_run": (*state.missed_run, opened),
                 "next_due_on": due + timedelta(days=state.plan.interval_days)})
         case SupervisionEnded():
             return state.model_copy(update={"status": Status.ENDED})
@@ -342,7 +354,7 @@ def _plan(cmd: SetPlan, state: Supervision) -> ReportingPlanSet:
     assert state.period_start_on is not None and state.period_end_on is not None
     first = cmd.first_due_on or (
         state.next_due_on or state.period_start_on + timedelta(days=cmd.interval_days))
-    if first > state.period_end_on:
+    if first > state.period_end_on and (cmd.first_due_on or state.next_due_on is None):
         raise DomainError(f"the first report cannot fall after the guidance period ends "
                           f"({state.period_end_on})", field="first_due_on", rule="after_period")
     if first < state.period_start_on:
@@ -410,16 +422,19 @@ def _visit(cmd: LogVisit, state: Supervision) -> list[Event]:
     for e in events:
         after = evolve(after, e)
     covered = None
-    if counts and after.plan and after.next_due_on:
+    if counts and after.plan and after.next_due_on and state.period_end_on and \
+            after.next_due_on <= state.period_end_on:
         grace = timedelta(days=after.plan.grace_days)
         window_opens = after.next_due_on - timedelta(days=after.plan.interval_days) + grace
         if window_opens < on <= after.next_due_on + grace:
             covered = after.next_due_on
+    standing = (sum(1 for o in after.missed_run if o >= on) if counts
+                else after.consecutive_missed)
     events.append(VisitLogged(visit_id=cmd.visit_id, kind=cmd.kind,
                               occurred_at=cmd.occurred_at, outcome=cmd.outcome,
                               notes=cmd.notes, remote_reason=cmd.remote_reason,
                               logged_by=cmd.by, counts_as_report=counts,
-                              covers_due_on=covered))
+                              covers_due_on=covered, missed_in_a_row=standing))
     if cmd.outcome is Outcome.MOVED_UNREPORTED:
         events.append(ViolationRecorded(
             violation_id=cmd.violation_id, category=Category.KHUSUS, code="PINDAH_TANPA_LAPOR",

@@ -74,10 +74,11 @@ class ComplianceBoard(Projection):
 
     async def visit(self, w: Writer, e: RecordedEvent[d.VisitLogged]) -> None:
         if e.data.counts_as_report:
-            self._set(w, e, "last_contact_at = $3, consecutive_missed = 0, next_due_on = "
+            self._set(w, e, "last_contact_at = greatest(last_contact_at, $3), "
+                            "consecutive_missed = $5, next_due_on = "
                             "CASE WHEN $4::date IS NULL THEN next_due_on "
                             "ELSE $4::date + interval_days END",
-                      e.data.occurred_at, e.data.covers_due_on)
+                      e.data.occurred_at, e.data.covers_due_on, e.data.missed_in_a_row)
         else:
             self._set(w, e, "last_contact_at = greatest(last_contact_at, $3)",
                       e.data.occurred_at)

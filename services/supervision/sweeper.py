@@ -29,6 +29,7 @@ async def sweep_missed_reports(pool: asyncpg.Pool, schema: str, runner: CommandR
     rows = await pool.fetch(
         f"SELECT client_id, office FROM \"{schema}\".board WHERE status = 'ACTIVE' "
         "AND next_due_on IS NOT NULL AND next_due_on + grace_days < $1 "
+        "AND next_due_on <= period_end "
         "ORDER BY next_due_on LIMIT 1000", today)
     recorded = 0
     for row in rows:
