@@ -49,6 +49,7 @@ class ServiceParts:
     routers: list[APIRouter] = field(default_factory=list)
     consumers: list[Projection | Reactor] = field(default_factory=list)
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    setup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # before serving
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class Kernel:
 
     async def start(self, parts: ServiceParts) -> None:
         """Start consumers and background jobs; read models exist when this returns."""
+        for prepare in parts.setup:
+            await prepare()
         for target in parts.consumers:
             runner = self.projection_runner(target)
             await runner.ensure_created()

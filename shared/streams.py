@@ -70,6 +70,14 @@ class Topology:
     def context_filter(self, context: str, office: str = "*") -> str:
         return f"{self.root}.{office}.{context}.*"
 
+    @property
+    def feed_root(self) -> str:
+        """The agency feed (redacted, derived): `agency.<office>.<EventType>`."""
+        return f"{self.namespace}.agency" if self.namespace else "agency"
+
+    def feed_subject(self, office: str, event_type: str) -> str:
+        return f"{self.feed_root}.{office}.{event_type}"
+
     def schema(self, service: str) -> str:
         return f"{self.namespace}_{service}" if self.namespace else service
 

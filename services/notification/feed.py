@@ -1,0 +1,53 @@
+"""The agency feed: every public event, redacted to the IDENTIFIERS level, on
+`agency.<office>.<EventType>` in the derived stream AGENCY_FEED. Agencies read it with NATS
+credentials that allow their own office's subjects only (deploy/nats-accounts.conf)."""
+
+from __future__ import annotations
+
+from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from shared.events import EventCatalog, RecordedEvent
+from shared.projector import Reactor
+from shared.streams import DUPLICATE_WINDOW_S, Topology
+
+from .domain import PUBLIC_EVENT_TYPES, DataLevel, attributes, redact
+
+
+def feed_stream(topology: Topology) -> StreamConfig:
+    """Derived from the event streams and rebuildable: the same durable storage, but a
+    subscriber-facing stream, so no atomic batches are needed."""
+    return StreamConfig(
+        name=topology.stream("agency_feed"), subjects=[f"{topology.feed_root}.>"],
+        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
+        max_msgs=-1, max_bytes=-1, max_age=0, duplicate_window=DUPLICATE_WINDOW_S,
+        deny_delete=True, deny_purge=True, allow_direct=True)
+
+
+async def ensure_feed(nc: NATS, topology: Topology) -> None:
+    js = nc.jetstream()
+    try:
+        await js.stream_info(topology.stream("agency_feed"))
+    except NotFoundError:
+        await js.add_stream(feed_stream(topology))
+
+
+class AgencyFeed(Reactor):
+    name = "agency_feed"
+    contexts = ("registration", "guidance", "supervision")
+
+    def __init__(self, nc: NATS, topology: Topology, catalog: EventCatalog) -> None:
+        self.js = nc.jetstream()
+        self.topology = topology
+        self.catalog = catalog
+
+    def handlers(self):
+        types = {cls.event_type: cls for reg in self.catalog.registries for cls in reg.types()}
+        return {types[name]: self.publish for name in PUBLIC_EVENT_TYPES}
+
+    async def publish(self, e: RecordedEvent) -> None:
+        headers = attributes(e.headers, DataLevel.IDENTIFIERS)
+        headers["Nats-Msg-Id"] = e.id  # republishing after a restart stores nothing twice
+        await self.js.publish(self.topology.feed_subject(e.office, e.type),
+                              redact(e.type, e.body, DataLevel.IDENTIFIERS), headers=headers)
