@@ -47,11 +47,21 @@ class Dispatcher:
                                       exc_info=task.exception())
                 for row in await self.claim(busy=list(inflight)):
                     inflight[row["target"]] = asyncio.create_task(self.deliver(row))
+                await self.expire()
                 await asyncio.sleep(self.poll)
         finally:
             for task in inflight.values():
                 task.cancel()
             await asyncio.gather(*inflight.values(), return_exceptions=True)
+
+    async def expire(self) -> None:
+        """Deliveries that waited past the horizon (an endpoint paused for long, say) die
+        without another attempt; they stay visible and can be retried by hand."""
+        await self.pool.execute(
+            f"UPDATE {self.s}.deliveries SET status = 'DEAD', last_error = coalesce(last_error, "
+            "'not delivered') || ' (gave up after the retry horizon)' WHERE status IN "
+            "('PENDING', 'RETRYING') AND created_at < $1",
+            datetime.now(UTC) - self.policy.horizon)
 
     async def claim(self, busy: list[str]) -> list[asyncpg.Record]:
         """The oldest due delivery of each recipient not already busy, leased to us."""
