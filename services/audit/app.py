@@ -1,21 +1,28 @@
-"""The audit service: its parts, wired onto the kernel."""
+"""The audit service: read-only; replays any case as it was, verifies it, and tells who
+read what. Wiring only."""
 
 from __future__ import annotations
 
-from shared.events import EventRegistry
+from services.guidance.domain import EVENTS as GUIDANCE_EVENTS
+from services.registration.domain import EVENTS as REGISTRATION_EVENTS
+from services.supervision.domain import EVENTS as SUPERVISION_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
-EVENTS = EventRegistry("audit")
+from .api import build_router
+from .projections import AccessLog, ClientIndex
 
 
 def build(kernel: Kernel) -> ServiceParts:
-    return ServiceParts()
+    return ServiceParts(routers=[build_router(kernel)], consumers=[ClientIndex(), AccessLog()])
 
 
 definition = ServiceDefinition(
     name="audit",
     title="bapas audit",
-    description="Read-only: any case's history as it was on any date, verified.",
-    registries=(EVENTS,),
+    description="Read-only: a client's whole history across contexts and offices, the state "
+                "of the case at any instant, verification of the hash chains, exports that "
+                "verify offline, and the record of who read which client. Roles auditor "
+                "(every office) or head (own office).",
+    registries=(REGISTRATION_EVENTS, GUIDANCE_EVENTS, SUPERVISION_EVENTS),
     build=build,
 )

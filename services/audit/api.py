@@ -1,0 +1,99 @@
+"""Audit over HTTP: read-only. Auditors read every office; the head of an office reads its
+own clients (and the cases they were transferred from)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import AwareDatetime
+
+from shared.runtime import Kernel
+from shared.streams import CaseRef
+from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.problems import PROBLEM_RESPONSES, Problem
+
+from .history import bundle, history, lineage, state_as_of, verify
+
+CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id")]
+
+
+def build_router(kernel: Kernel) -> APIRouter:
+    api = APIRouter(prefix="/v1/audit", tags=["audit"], responses=PROBLEM_RESPONSES,
+                    dependencies=[require_roles("auditor", "head")])
+    clients = f'"{kernel.schema}".clients'
+    reads = f'"{kernel.schema}".reads'
+
+    async def index(client_id: str):
+        row = await kernel.pool.fetchrow(
+            f"SELECT office, transferred_from_office, transferred_from_client FROM {clients} "
+            "WHERE client_id = $1", client_id)
+        return None if row is None else (row["office"], row["transferred_from_office"],
+                                         row["transferred_from_client"])
+
+    async def cases_of(principal: Principal, client_id: str) -> list[CaseRef]:
+        refs = await lineage(index, client_id)
+        if not refs:
+            raise not_found("client")
+        # the head of the office that holds the client now reads its whole history
+        if "auditor" not in principal.roles and refs[-1].office != principal.office:
+            raise not_found("client")
+        return refs
+
+    async def events_of(principal: Principal, client_id: str):
+        refs = await cases_of(principal, client_id)
+        return refs, await history(kernel.store, kernel.catalog, refs)
+
+    @api.get("/clients/{client_id}/history",
+             summary="Every context's events of the client in time order, links checked")
+    async def get_history(client_id: ClientId, principal: CurrentPrincipal) -> dict[str, Any]:
+        refs, events = await events_of(principal, client_id)
+        return {"client_id": client_id,
+                "cases": [{"office": r.office, "client_id": r.client_id} for r in refs],
+                "events": [e.as_dict() for e in events],
+                "intact": all(e.link_holds for e in events)}
+
+    @api.get("/clients/{client_id}/state",
+             summary="The state of the case in each context at an instant")
+    async def get_state(client_id: ClientId, principal: CurrentPrincipal,
+                        as_of: AwareDatetime | None = Query(None, description="RFC 3339; "
+                                                            "default: now")) -> dict[str, Any]:
+        refs, events = await events_of(principal, client_id)
+        at = as_of or datetime.now(UTC)
+        return {"client_id": client_id, "as_of": at.isoformat(),
+                "contexts": state_as_of(events, refs[-1], at)}
+
+    @api.get("/clients/{client_id}/verify",
+             summary="Recompute the hash chains: intact, or the first broken link and why")
+    async def get_verify(client_id: ClientId, principal: CurrentPrincipal) -> dict[str, Any]:
+        _, events = await events_of(principal, client_id)
+        return {"client_id": client_id, **verify(events)}
+
+    @api.get("/clients/{client_id}/export",
+             summary="A self-contained bundle of the client's events and a manifest of hashes")
+    async def get_export(client_id: ClientId, principal: CurrentPrincipal) -> dict[str, Any]:
+        _, events = await events_of(principal, client_id)
+        return bundle(client_id, events, datetime.now(UTC))
+
+    @api.get("/access", summary="Who read which client, when")
+    async def access(principal: CurrentPrincipal,
+                     client_id: Annotated[str | None, Query(pattern=CLIENT_ID_PATTERN)] = None,
+                     actor: Annotated[str | None, Query(max_length=64)] = None,
+                     since: AwareDatetime | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
+        if not (client_id or actor or since):
+            raise Problem(422, "Invalid request", "name a client_id, an actor or a since time",
+                          rule="filter_required", field="query")
+        office = None if "auditor" in principal.roles else principal.office
+        rows = await kernel.pool.fetch(
+            f"SELECT client_id, client_office, actor, actor_office, actor_roles, service, what,"
+            f" at FROM {reads} WHERE ($1::text IS NULL OR client_id = $1) AND ($2::text IS NULL"
+            " OR actor = $2) AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::text IS NULL "
+            "OR client_office = $4) ORDER BY at DESC LIMIT $5",
+            client_id, actor, since, office, limit)
+        return {"reads": [{**dict(r), "actor_roles": list(r["actor_roles"]),
+                           "at": r["at"].isoformat()} for r in rows]}
+
+    return api

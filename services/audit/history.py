@@ -1,0 +1,199 @@
+"""A client's history across every context, as stored, with each hash link checked.
+
+Read-only. The events of a case live on one subject per context
+(`bapas.<office>.<context>.<client_id>`); a transferred client's history continues the
+case it came from, at its old office. Events are merged by event time, then stream order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.guidance import domain as guidance
+from services.registration import domain as registration
+from services.supervision import domain as supervision
+from shared.envelope import GENESIS_HASH, Envelope, parse_time, verify_chain
+from shared.errors import EventDecodeError, KernelError
+from shared.events import Event, EventCatalog
+from shared.store import EventStore, decode_message
+from shared.streams import CaseRef
+
+CASE_CONTEXTS = ("registration", "guidance", "supervision")
+BUNDLE_FORMAT = "bapas-audit-bundle/1"
+
+# the same evolve functions the services decide with
+DECIDERS = {
+    "registration": (registration.Client(), registration.evolve),
+    "guidance": (guidance.Case(), guidance.evolve),
+    "supervision": (supervision.Supervision(), supervision.evolve),
+}
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One stored message of a case, decoded if it can be, with its link checked."""
+
+    context: str
+    ref: CaseRef
+    stream: str
+    stream_seq: int
+    headers: dict[str, str]
+    body: bytes
+    envelope: Envelope
+    link_holds: bool
+    model: Event | None  # None when the stored body cannot be read as its type
+    problem: str | None
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        return self.model.model_dump(mode="json") if self.model is not None else None
+
+    @property
+    def time(self) -> datetime:
+        return parse_time(self.envelope.time)
+
+    def as_dict(self, with_data: bool = True) -> dict[str, Any]:
+        env = self.envelope
+        out = {"id": env.id, "type": env.type, "context": self.context,
+               "office": env.office, "client_id": env.client_id, "sequence": env.sequence,
+               "time": env.time, "actor": env.actor, "correlation_id": env.correlation_id,
+               "causation_id": env.causation_id, "stream": self.stream,
+               "stream_seq": self.stream_seq, "hash": env.hash, "prevhash": env.prevhash,
+               "link_holds": self.link_holds}
+        if with_data:
+            out["data"] = self.data
+        if self.problem:
+            out["problem"] = self.problem
+        return out
+
+
+async def read_case(store: EventStore, catalog: EventCatalog, context: str,
+                    ref: CaseRef) -> list[StoredEvent]:
+    """A case's messages in one context, each link checked in stream order."""
+    stream = store.topology.stream(context)
+    subject = store.topology.subject(context, ref)
+    out: list[StoredEvent] = []
+    prevhash, prevseq = GENESIS_HASH, 0
+    for m in await store.read_subject(stream, subject):
+        seq = int(m.headers["Nats-Sequence"])
+        env = Envelope.from_headers(m.headers, subject, seq)
+        holds = (env.computed_hash(m.data) == env.hash and env.prevhash == prevhash
+                 and env.sequence == prevseq + 1)
+        prevhash, prevseq = env.hash, env.sequence
+        try:
+            model = decode_message(catalog, store.topology, stream, subject, seq, m.headers,
+                                   m.data).data
+            problem = None
+        except EventDecodeError as exc:
+            model, problem = None, str(exc)
+        out.append(StoredEvent(context, ref, stream, seq, dict(m.headers), m.data, env,
+                               holds, model, problem))
+    return out
+
+
+async def lineage(index, client_id: str) -> list[CaseRef]:
+    """The client and the cases it was transferred from, oldest first. `index(client_id)`
+    gives (office, transferred_from_office, transferred_from_client) or None."""
+    chain: list[CaseRef] = []
+    seen = set()
+    current = client_id
+    while current and current not in seen:
+        seen.add(current)
+        row = await index(current)
+        if row is None:
+            break
+        office, from_office, from_client = row
+        chain.append(CaseRef(office, current))
+        current = from_client if from_office else None
+    return list(reversed(chain))
+
+
+async def history(store: EventStore, catalog: EventCatalog, refs: list[CaseRef]
+                  ) -> list[StoredEvent]:
+    events = [e for ref in refs for context in CASE_CONTEXTS
+              for e in await read_case(store, catalog, context, ref)]
+    return sorted(events, key=lambda e: (e.time, e.stream, e.stream_seq))
+
+
+def state_as_of(events: list[StoredEvent], ref: CaseRef, as_of: datetime) -> dict[str, Any]:
+    """Each context's state of the case at `as_of`, folded with the services' own evolve."""
+    out: dict[str, Any] = {}
+    for context, (initial, evolve) in DECIDERS.items():
+        state, folded = initial, 0
+        for e in events:
+            if e.context == context and e.ref == ref and e.time <= as_of and e.model is not None:
+                state = evolve(state, e.model)
+                folded += 1
+        out[context] = {"events": folded, "state": json.loads(state.model_dump_json())}
+    return out
+
+
+def verify(events: list[StoredEvent]) -> dict[str, Any]:
+    """Recompute every case chain; the first broken link, and why."""
+    checked = 0
+    by_case: dict[tuple[str, CaseRef], list[StoredEvent]] = {}
+    for e in sorted(events, key=lambda e: (e.stream, e.stream_seq)):
+        by_case.setdefault((e.context, e.ref), []).append(e)
+    for (context, ref), case in by_case.items():
+        result = verify_chain([(e.envelope, e.body) for e in case])
+        checked += result.checked
+        if not result.intact:
+            return {"intact": False, "checked": checked, "context": context,
+                    "office": ref.office, "client_id": ref.client_id,
+                    "broken_at": result.broken_at, "event_id": result.event_id,
+                    "reason": result.reason, "detail": result.detail}
+    return {"intact": True, "checked": checked, "cases": len(by_case)}
+
+
+def bundle(client_id: str, events: list[StoredEvent], exported_at: datetime) -> dict[str, Any]:
+    """A self-contained export: every message with its headers and exact body, and a
+    manifest of hashes. `verify_bundle` checks it with no server."""
+    messages = [{"context": e.context, "office": e.ref.office, "client_id": e.ref.client_id,
+                 "stream": e.stream, "stream_seq": e.stream_seq, "headers": e.headers,
+                 "body": base64.b64encode(e.body).decode()}
+                for e in sorted(events, key=lambda e: (e.context, e.ref.office, e.stream_seq))]
+    manifest = [{"id": m["headers"]["ce-id"], "hash": m["headers"]["ce-hash"],
+                 "body_sha256": hashlib.sha256(base64.b64decode(m["body"])).hexdigest()}
+                for m in messages]
+    return {"format": BUNDLE_FORMAT, "client_id": client_id,
+            "exported_at": exported_at.isoformat(), "messages": messages,
+            "manifest": manifest,
+            "manifest_sha256": hashlib.sha256(json.dumps(manifest, sort_keys=True)
+                                              .encode()).hexdigest()}
+
+
+def verify_bundle(doc: dict[str, Any]) -> dict[str, Any]:
+    """Offline: the manifest matches the messages and every case chain holds."""
+    if doc.get("format") != BUNDLE_FORMAT:
+        raise KernelError(f"not a {BUNDLE_FORMAT} file")
+    manifest = doc["manifest"]
+    if hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest() != \
+            doc["manifest_sha256"]:
+        return {"intact": False, "reason": "manifest", "detail": "the manifest was changed"}
+    if len(manifest) != len(doc["messages"]):
+        return {"intact": False, "reason": "missing",
+                "detail": f"{len(doc['messages'])} messages for {len(manifest)} in the manifest"}
+    cases: dict[tuple[str, str, str], list[tuple[Envelope, bytes]]] = {}
+    for entry, m in zip(manifest, doc["messages"], strict=True):
+        body = base64.b64decode(m["body"])
+        env = Envelope.from_headers(m["headers"], f"{m['context']}:{m['client_id']}",
+                                    m["stream_seq"])
+        if entry["id"] != env.id or entry["hash"] != env.hash or \
+                entry["body_sha256"] != hashlib.sha256(body).hexdigest():
+            return {"intact": False, "reason": "altered", "event_id": env.id,
+                    "detail": f"event {env.id} differs from the manifest"}
+        cases.setdefault((m["context"], m["office"], m["client_id"]), []).append((env, body))
+    checked = 0
+    for (context, office, client_id), case in cases.items():
+        result = verify_chain(case)
+        checked += result.checked
+        if not result.intact:
+            return {"intact": False, "checked": checked, "context": context, "office": office,
+                    "client_id": client_id, "event_id": result.event_id,
+                    "reason": result.reason, "detail": result.detail}
+    return {"intact": True, "checked": checked, "cases": len(cases)}
