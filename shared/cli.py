@@ -6,7 +6,9 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -27,10 +29,14 @@ def main() -> None:
     """bapas: the case system for Balai Pemasyarakatan offices.
 
     \b
-    up      run NATS, PostgreSQL and the five services on this machine
-    token   print a development token
-    status  show each service, its readiness and its consumers' lag
-    bench   measure the kernel against raw NATS and PostgreSQL
+    up       run NATS, PostgreSQL and the five services on this machine
+    token    print a development token
+    status   show each service, its readiness and its consumers' lag
+    history  a client's timeline across every context
+    audit    export a client's history to a file, verify such a file offline
+    rebuild  rebuild a service's read model from the streams
+    demo     fill a running system with a realistic office
+    bench    measure the kernel against raw NATS and PostgreSQL
     """
 
 
@@ -133,3 +139,181 @@ def bench_kernel(events: int, stream_size: int) -> None:
     """Appends, projector and case load against raw nats-py and asyncpg."""
     from .bench.kernel import run
     run(events=events, stream_size=stream_size)
+
+
+# ----------------------------------------------------------------------- talking to services
+
+
+def _service_url(service: str, data: Path, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    from .local.up import read_run_file
+    run = read_run_file(data) or {}
+    default = f"http://127.0.0.1:{os.environ.get(f'BAPAS_{service.upper()}_PORT', SERVICE_PORTS[service])}"
+    return (run.get("services") or {}).get(service, default)
+
+
+def _bearer(token: str | None, data: Path, role: str, office: str) -> str:
+    """A token given, or a development token minted from the local platform's secret."""
+    token = token or os.environ.get("BAPAS_TOKEN")
+    if token:
+        return token
+    from .local.up import load_secret
+    from .web.auth import TokenService
+    secret = load_secret(data)
+    if not secret:
+        raise click.ClickException(f"no token: pass --token (or BAPAS_TOKEN), or run `bapas up` "
+                                   f"so that a development token can be minted from {data}")
+    return TokenService(secret).issue(f"{role}-cli", office, [role])
+
+
+def _get(url: str, token: str) -> dict:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}",
+                                               "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read())
+            detail = problem.get("detail") or problem.get("title")
+        except ValueError:
+            detail = exc.reason
+        raise click.ClickException(f"{url}: HTTP {exc.code}: {detail}") from None
+    except OSError as exc:
+        raise click.ClickException(f"{url}: {exc}") from None
+
+
+def _auth_options(fn):
+    fn = click.option("--token", default=None, help="bearer token (default: $BAPAS_TOKEN, or "
+                      "a development auditor token)")(fn)
+    fn = click.option("--url", default=None, help="the audit service (default: from the "
+                      "local platform)")(fn)
+    return _data_option(fn)
+
+
+@main.command()
+@click.argument("client_id")
+@click.option("--as-of", "as_of", default=None, help="RFC 3339 instant: the timeline up to it "
+              "and each context's state then")
+@click.option("--json", "as_json", is_flag=True, help="print the raw documents")
+@_auth_options
+def history(client_id: str, as_of: str | None, as_json: bool, data: Path, url: str | None,
+            token: str | None) -> None:
+    """A client's timeline across every context and office, each hash link checked."""
+    base = _service_url("audit", data, url)
+    bearer = _bearer(token, data, "auditor", "pusat")
+    doc = _get(f"{base}/v1/audit/clients/{urllib.parse.quote(client_id)}/history", bearer)
+    state = None
+    if as_of:
+        when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            raise click.BadParameter("give a time zone, e.g. 2026-05-01T00:00:00Z",
+                                     param_hint="--as-of")
+        doc["events"] = [e for e in doc["events"]
+                         if datetime.fromisoformat(e["time"].replace("Z", "+00:00")) <= when]
+        state = _get(f"{base}/v1/audit/clients/{urllib.parse.quote(client_id)}/state?"
+                     + urllib.parse.urlencode({"as_of": when.isoformat()}), bearer)
+    if as_json:
+        click.echo(json.dumps({"history": doc, "state": state}, indent=2, ensure_ascii=False))
+        return
+    for case in doc["cases"]:
+        click.echo(f"case {case['client_id']} at office {case['office']}")
+    for e in doc["events"]:
+        mark = "ok " if e["link_holds"] else "BROKEN"
+        kind = e["type"].split(".")[1]
+        click.echo(f"{e['time'][:19].replace('T', ' ')}  {mark}  {e['context']:<12} "
+                   f"{kind:<24} {e['office']:<10} {e.get('actor') or '':<16} "
+                   f"{_summary(kind, e.get('data') or {})}")
+    click.echo(f"{len(doc['events'])} events; chain {'intact' if doc['intact'] else 'BROKEN'}")
+    if state:
+        for context, s in state["contexts"].items():
+            click.echo(f"state of {context} at {state['as_of']}: "
+                       f"{json.dumps(_brief(s['state']), ensure_ascii=False)}")
+
+
+def _summary(kind: str, data: dict) -> str:
+    keys = ("register_number", "program", "stage", "to_stage", "officer_id", "subject",
+            "outcome", "reason", "due_on", "consecutive", "kind", "category", "code")
+    return ", ".join(f"{k}={data[k]}" for k in keys if data.get(k) not in (None, "", []))[:120]
+
+
+def _brief(state: dict) -> dict:
+    return {k: v for k, v in state.items()
+            if not isinstance(v, (dict, list)) and v not in (None, "", False)}
+
+
+@main.group()
+def audit() -> None:
+    """Exports of a client's history, verified offline."""
+
+
+@audit.command("export")
+@click.argument("client_id")
+@click.option("-o", "--output", "output", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="the bundle file to write")
+@_auth_options
+def audit_export(client_id: str, output: Path, data: Path, url: str | None,
+                 token: str | None) -> None:
+    """Write a self-contained bundle: every event with its headers and exact body, and a
+    manifest of hashes."""
+    base = _service_url("audit", data, url)
+    doc = _get(f"{base}/v1/audit/clients/{urllib.parse.quote(client_id)}/export",
+               _bearer(token, data, "auditor", "pusat"))
+    output.write_text(json.dumps(doc, indent=1))
+    click.echo(f"{len(doc['messages'])} events of {client_id} written to {output}")
+
+
+@audit.command("verify")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def audit_verify(bundle: Path) -> None:
+    """Check a bundle offline, with no server: manifest and hash chains."""
+    from services.audit.history import verify_bundle
+    try:
+        result = verify_bundle(json.loads(bundle.read_text()))
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(f"{bundle} is not an audit bundle: {exc}") from None
+    if result["intact"]:
+        click.echo(f"intact: {result['checked']} events in {result['cases']} case chains")
+        return
+    click.echo(f"BROKEN ({result['reason']}): {result.get('detail')}")
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("service", type=click.Choice(["registration", "guidance", "supervision",
+                                              "notification", "audit"]))
+@click.argument("projection", required=False)
+@_data_option
+def rebuild(service: str, projection: str | None, data: Path) -> None:
+    """Rebuild a service's read model(s) from the streams into new tables, with progress,
+    and switch over when caught up; no notification is sent again.
+
+    Without PROJECTION, every projection of the service is rebuilt. The service must be
+    running (it builds and switches; this command asks and watches).
+    """
+    from .local.rebuild import run as run_rebuild
+    sys.exit(run_rebuild(service, projection, data))
+
+
+@main.command()
+@click.option("--office", default="jaksel", show_default=True)
+@click.option("--clients", default=200, show_default=True, help="clients to register")
+@click.option("--seed", default=None, type=int, help="for a repeatable office")
+@_data_option
+def demo(office: str, clients: int, seed: int | None, data: Path) -> None:
+    """Fill a running system, through the public HTTP APIs only, with a realistic office:
+    clients in every program and stage, litmas, TPP decisions, sessions, visits, missed
+    reports, violations and closures."""
+    from .local.demo import run as run_demo
+    sys.exit(run_demo(office=office, clients=clients, seed=seed, data=data))
+
+
+@bench.command("audit")
+@click.option("--events", default=1_000_000, show_default=True, help="events in the store")
+@click.option("--case-events", default=200, show_default=True,
+              help="events of the case whose history is read")
+def bench_audit(events: int, case_events: int) -> None:
+    """History of one case among many stored events: p50/p99 against raw reads."""
+    from .bench.audit import run
+    run(events=events, case_events=case_events)
