@@ -36,7 +36,7 @@ class FollowRegistration(Reactor):
         try:
             await self.runner.run(CaseRef(e.office, e.client_id), cmd,
                                   Metadata(f"system:{self.name}", e.correlation_id or e.id, e.id),
-                                  at=e.time, event_id=lambda i: derived_id(e.id, self.name, i))
+                                  event_id=lambda i: derived_id(e.id, self.name, i))
         except DomainError as refused:  # the case says no (closed, say): nothing to redo
             log.info("reaction refused by the case", reaction=self.name, event=e.type,
                      client_id=e.client_id, reason=refused.message)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from services.guidance.domain import CloseReason, GuidanceClosed
 from shared.events import Metadata, RecordedEvent
 from shared.projector import Reactor
 from shared.streams import CaseRef
-
-from services.guidance.domain import CloseReason, GuidanceClosed
 
 from .domain import CaseLink, ClientTransferred, CloseRegistration, RegisterClient
 from .registrar import Registrar
@@ -72,4 +73,4 @@ class FollowGuidanceClosure(Reactor):
             CaseRef(e.office, e.client_id),
             CloseRegistration(reason=e.data.reason.value, closed_on=e.data.closed_on),
             Metadata(f"system:{self.name}", e.correlation_id or e.id, e.id),
-            key=e.id, at=e.time)
+            key=e.id, at=datetime.now(UTC))
