@@ -12,6 +12,7 @@ from pydantic import AwareDatetime
 from shared.runtime import Kernel
 from shared.streams import CaseRef
 from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.inputs import PLAIN_TEXT
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from .history import bundle, history, lineage, state_as_of, verify
@@ -80,7 +81,7 @@ def build_router(kernel: Kernel) -> APIRouter:
     @api.get("/access", summary="Who read which client, when")
     async def access(principal: CurrentPrincipal,
                      client_id: Annotated[str | None, Query(pattern=CLIENT_ID_PATTERN)] = None,
-                     actor: Annotated[str | None, Query(max_length=64)] = None,
+                     actor: Annotated[str | None, Query(max_length=64, pattern=PLAIN_TEXT)] = None,
                      since: AwareDatetime | None = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
         if not (client_id or actor or since):

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from shared.decider import Decision
 from shared.events import Metadata
@@ -16,6 +16,7 @@ from shared.runtime import Kernel
 from shared.store import LoadedCase
 from shared.streams import CaseRef
 from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
@@ -33,8 +34,8 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(max_length=4000)]
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(Input):
+    pass
 
 
 class LitmasIn(_In):

@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field
 
 from shared.ids import new_id
 from shared.runtime import Kernel
 from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
@@ -25,8 +26,8 @@ OFFICER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(Input):
+    pass
 
 
 class DeliveryIn(_In):
@@ -216,11 +217,9 @@ def build_router(kernel: Kernel, settings: NotificationSettings,
                           body: OfficerIn, principal: CurrentPrincipal) -> OfficerOut:
         row = await kernel.pool.fetchrow(
             f"INSERT INTO {s}.officers (officer_id, office, name, email, role) VALUES "
-            "($1, $2, $3, $4, $5) ON CONFLICT (officer_id) DO UPDATE SET name = $3, email = $4,"
-            f" role = $5, updated_at = now() WHERE {s}.officers.office = $2 RETURNING *",
+            "($1, $2, $3, $4, $5) ON CONFLICT (office, officer_id) DO UPDATE SET name = $3, "
+            "email = $4, role = $5, updated_at = now() RETURNING *",
             officer_id, principal.office, body.name, body.email, body.role)
-        if row is None:
-            raise not_found("officer")  # an officer of another office
         return OfficerOut(**{k: row[k] for k in ("officer_id", "office", "name", "email",
                                                  "role")})
 

@@ -19,6 +19,7 @@ class Outcome:
     error: str | None = None
     retry_after: str | None = None
     permanent: bool = False  # no point in trying again (e.g. nowhere to send it)
+    recipient: str | None = None  # where it went, when that was decided at sending
 
 
 def sign(secrets: list[str], msg_id: str, at: datetime, body: bytes) -> str:
@@ -72,7 +73,7 @@ class EmailSender:
     async def send(self, to: str | None, subject: str, text: str) -> Outcome:
         if not self.host:
             return Outcome(False, error="no SMTP server configured (BAPAS_SMTP_HOST)",
-                           permanent=True)
+                           permanent=True, recipient=to)
         if not to:
             return Outcome(False, error="no e-mail address", permanent=True)
         message = EmailMessage()
@@ -82,8 +83,8 @@ class EmailSender:
             await aiosmtplib.send(message, hostname=self.host, port=self.port,
                                   timeout=self.timeout)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
-        return Outcome(True)
+            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], recipient=to)
+        return Outcome(True, recipient=to)
 
 
 class SmsGateway(Protocol):

@@ -109,7 +109,13 @@ class Dispatcher:
                 return await self.webhooks.send(sub["url"], secrets, row["event_id"], headers,
                                                 bytes(row["body"]))
             case Channel.EMAIL:
-                return await self.email.send(row["recipient"], headers["subject"],
+                address = await self.pool.fetchval(
+                    f"SELECT email FROM {self.s}.officers WHERE office = $1 AND officer_id = $2",
+                    row["office"], headers["officer_id"])
+                if not address:
+                    return Outcome(False, permanent=True, error="no e-mail address for officer "
+                                   f"{headers['officer_id']} in the directory of {row['office']}")
+                return await self.email.send(address, headers["subject"],
                                              bytes(row["body"]).decode())
             case Channel.SMS:
                 return await self.sms.send(row["recipient"], bytes(row["body"]).decode())
@@ -122,8 +128,9 @@ class Dispatcher:
             if outcome.ok:
                 await conn.execute(
                     f"UPDATE {self.s}.deliveries SET status = 'DELIVERED', delivered_at = $3, "
-                    f"last_status = $4, last_error = NULL, lease_until = NULL WHERE {mine}",
-                    row["id"], row["attempts"], now, outcome.status)
+                    "last_status = $4, last_error = NULL, lease_until = NULL, "
+                    f"recipient = coalesce($5, recipient) WHERE {mine}",
+                    row["id"], row["attempts"], now, outcome.status, outcome.recipient)
                 if row["subscription_id"]:
                     await conn.execute(
                         f"UPDATE {self.s}.subscriptions SET consecutive_failures = 0, "
@@ -139,9 +146,10 @@ class Dispatcher:
                     row["attempts"], now, parse_retry_after(outcome.retry_after, now))
             await conn.execute(
                 f"UPDATE {self.s}.deliveries SET status = $3, next_attempt_at = $4, "
-                f"last_status = $5, last_error = $6, lease_until = NULL WHERE {mine}",
+                "last_status = $5, last_error = $6, lease_until = NULL, "
+                f"recipient = coalesce($7, recipient) WHERE {mine}",
                 row["id"], row["attempts"], status.value, next_at, outcome.status,
-                outcome.error)
+                outcome.error, outcome.recipient)
             if row["subscription_id"] and not outcome.permanent:
                 failures = await conn.fetchval(
                     f"UPDATE {self.s}.subscriptions SET consecutive_failures = "

@@ -28,12 +28,13 @@ CREATE TABLE IF NOT EXISTS {s}.subscriptions (
     created_by            text NOT NULL
 );
 CREATE TABLE IF NOT EXISTS {s}.officers (
-    officer_id text PRIMARY KEY,
     office     text NOT NULL,
+    officer_id text NOT NULL,
     name       text NOT NULL,
     email      text,
     role       text NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (office, officer_id)
 );
 CREATE TABLE IF NOT EXISTS {s}.deliveries (
     id              text PRIMARY KEY,

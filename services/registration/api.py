@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 from stdnum.exceptions import ValidationError as NikInvalid
 from stdnum.id import nik as stdnum_nik
@@ -20,6 +20,7 @@ from shared.logging import bind
 from shared.runtime import Kernel
 from shared.streams import CaseRef
 from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.inputs import PLAIN_TEXT, Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
@@ -51,8 +52,8 @@ def _valid_nik(value: str) -> str:
 Nik = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_valid_nik)]
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(Input):
+    pass
 
 
 class DecisionIn(_In):
@@ -245,9 +246,9 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
             request: Request, principal: CurrentPrincipal,
             officer_id: Annotated[str | None, Query(pattern=OFFICER_PATTERN)] = None,
             program: d.Program | None = None, status: d.Status | None = None,
-            q: Annotated[str | None, Query(max_length=100)] = None,
+            q: Annotated[str | None, Query(max_length=100, pattern=PLAIN_TEXT)] = None,
             limit: Annotated[int, Query(ge=1, le=100)] = 20,
-            cursor: Annotated[str | None, Query(max_length=300)] = None,
+            cursor: Annotated[str | None, Query(max_length=300, pattern=PLAIN_TEXT)] = None,
             office: Annotated[str | None, Query(pattern=OFFICE_PATTERN,
                                                 description="auditors only")] = None,
     ) -> ClientPage:

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from shared.decider import CommandRunner, Decider, Decision
 from shared.events import Metadata, RecordedEvent
@@ -16,6 +16,7 @@ from shared.runtime import Kernel
 from shared.store import LoadedCase
 from shared.streams import CaseRef
 from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
@@ -28,8 +29,8 @@ ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id
 SUPERVISION = Decider(d.Supervision(), d.decide, d.evolve)
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(Input):
+    pass
 
 
 class PlanIn(_In):

@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from shared.web.auth import TokenService
 from tests.conftest import TEST_SECRET
 from tests.support.processes import services
+from tests.support.receiver import receiver
 
 pytestmark = pytest.mark.slow
 
 
-FUZZED = ("registration", "guidance", "supervision")
+FUZZED = ("registration", "guidance", "supervision", "notification", "audit")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ valid_niks = st.builds(lambda day, month, year, serial, female: (
     st.booleans())
 
 
-def fuzz(base_url: str, token: str, known_ids: list[str], max_examples: int = 30) -> dict:
+def fuzz(base_url: str, token: str, known_ids: list[str], max_examples: int = 30,
+         webhook_url: str | None = None) -> dict:
     """Every operation of the service's schema, `max_examples` generated requests each
     (schemathesis strategies driven by Hypothesis directly: its pytest loader does not work
     with pytest 9 yet). Half the requests aim at real cases (a known client id, a valid NIK)
@@ -56,6 +58,15 @@ def fuzz(base_url: str, token: str, known_ids: list[str], max_examples: int = 30
                 case.path_parameters["client_id"] = known
             if aim and operation.method.upper() == "POST" and operation.path == "/v1/clients":
                 case.body = registration_body(nik, f"Klien {nik[-4:]}", "PB")
+            if operation.path == "/v1/subscriptions" and operation.method.upper() == "POST":
+                # never let the service knock on random hosts: a local endpoint or nothing
+                if aim:
+                    case.body = {"agency": "Kejari", "agency_kind": "KEJAKSAAN",
+                                 "event_types": ["ClientRegistered"],
+                                 "data_level": "IDENTIFIERS",
+                                 "delivery": {"kind": "WEBHOOK", "url": webhook_url}}
+                elif isinstance(case.body, dict) and isinstance(case.body.get("delivery"), dict):
+                    case.body["delivery"]["url"] = "https://invalid.test/x"
             response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {token}"})
             key = f"{case.method} {operation.path} {response.status_code}"
             statuses[key] = statuses.get(key, 0) + 1
@@ -141,3 +152,24 @@ def _get_status(url: str, token: str) -> int:
             return r.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def test_notification_never_answers_5xx(system):
+    with receiver() as hooks:
+        statuses = fuzz(system["notification"], HEAD, seed(system["registration"], HEAD, 4),
+                        webhook_url=hooks.url())
+    assert statuses.get("POST /v1/subscriptions 201", 0) > 0, statuses
+    assert statuses.get("GET /v1/deliveries 200", 0) > 0, statuses
+
+
+def test_audit_never_answers_5xx(system):
+    clients = seed(system["registration"], HEAD, 5)
+    auditor = TOKENS.issue("auditor-01", "pusat", ["auditor"])
+    for cid in clients:
+        deadline = time.monotonic() + 30
+        while _get_status(f"{system['audit']}/v1/audit/clients/{cid}/history", auditor) != 200:
+            assert time.monotonic() < deadline, "the audit index did not learn the client"
+            time.sleep(0.2)
+    statuses = fuzz(system["audit"], auditor, clients)
+    assert statuses.get("GET /v1/audit/clients/{client_id}/history 200", 0) > 0, statuses
+    assert statuses.get("GET /v1/audit/clients/{client_id}/state 200", 0) > 0, statuses

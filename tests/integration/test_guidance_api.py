@@ -4,7 +4,7 @@ opens from the registration event alone, and DOMAIN scenarios 4, 5 and 7 hold.""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 

@@ -376,3 +376,20 @@ def test_an_unexpected_error_carries_the_correlation_id():
         "/boom", headers={"X-Correlation-Id": "corr-boom"})
     assert resp.status_code == 500
     assert resp.headers.get("X-Correlation-Id") == "corr-boom"
+
+
+def test_control_characters_are_refused_naming_the_field():
+    from shared.web.inputs import Input
+
+    class Note(Input):
+        text: str
+        tags: list[str] = []
+
+    from pydantic import ValidationError
+    for bad in ({"text": "a\x00b"}, {"text": "ok", "tags": ["x", "\x1b[31m"]}):
+        with pytest.raises(ValidationError) as err:
+            Note(**bad)
+        (error,) = err.value.errors()
+        assert error["type"] == "control_character"
+        assert error["loc"][0] in ("text", "tags")
+    assert Note(text="baris satu\nbaris dua\ttab").text == "baris satu\nbaris dua\ttab"
