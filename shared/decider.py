@@ -13,14 +13,14 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from .errors import ConcurrencyError, DomainConflict
+from .errors import ConcurrencyError, DomainConflict, DomainError
 from .events import Event, Metadata, NewEvent, RecordedEvent
-from .ids import new_id
+from .ids import derived_id, new_id
 from .metrics import KernelMetrics
 from .store import AppendResult, CaseVersion, EventStore
 from .streams import CaseRef
 
-__all__ = ["Decider", "CommandRunner", "Decision"]
+__all__ = ["Decider", "CommandRunner", "Decision", "react"]
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -107,3 +107,23 @@ class CommandRunner(Generic[C, S]):
         raise DomainConflict(
             f"the case changed {self.max_attempts} times while this command was being decided; "
             "try again", rule="concurrent_change")
+
+
+async def react(runner: CommandRunner, reaction: str, cause: RecordedEvent,
+                command: object) -> Decision | None:
+    """Run `command` on the case `cause` is about, as the reaction named `reaction`.
+
+    The events get ids derived from the cause and the reaction, so a reaction that runs
+    again appends nothing; they carry the cause as causation and its correlation. A case
+    that refuses (closed, say) is logged and the reaction is done: retrying would not
+    change its answer.
+    """
+    try:
+        return await runner.run(
+            CaseRef(cause.office, cause.client_id), command,
+            Metadata(f"system:{reaction}", cause.correlation_id or cause.id, cause.id),
+            event_id=lambda i: derived_id(cause.id, reaction, i))
+    except DomainError as refused:
+        log.info("reaction refused by the case", reaction=reaction, event=cause.type,
+                 client_id=cause.client_id, reason=refused.message)
+        return None

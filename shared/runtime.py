@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -207,7 +208,12 @@ async def connect_nats(url: str, name: str, *, attempts: int = 30) -> NATS:
         except Exception as exc:  # noqa: BLE001
             last = exc
             await asyncio.sleep(1)
-    raise ConnectionError(f"cannot reach NATS at {url}: {last}")
+    raise ConnectionError(f"cannot reach NATS at {_without_password(url)}: {last}")
+
+
+def _without_password(url: str) -> str:
+    """For messages: `nats://user:secret@host` shows as `nats://user:***@host`."""
+    return re.sub(r"(//[^:/@,]+):[^@/,]+@", r"\1:***@", url)
 
 
 def build_app(defn: ServiceDefinition, kernel: Kernel, parts: ServiceParts) -> FastAPI:

@@ -371,8 +371,12 @@ class EventStore:
         if not found_any:
             return None
         if missing_any:
-            raise AppendError("only part of one decision's events is stored: "
-                              + ", ".join(self.topology.subject(context, w.ref) for w in writes))
+            # Our batch is atomic, so none of it landed: another writer stored some of the
+            # same facts (ids that derive from them, e.g. a missed report found by a sweep
+            # while a report was being decided). The case moved on: decide again.
+            raise ConcurrencyError(", ".join(self.topology.subject(context, w.ref)
+                                             for w in writes), writes[0].expected.stream_seq,
+                                   "another writer stored some of these facts")
         return results
 
 

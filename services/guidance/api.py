@@ -15,7 +15,7 @@ from shared.logging import bind
 from shared.runtime import Kernel
 from shared.store import LoadedCase
 from shared.streams import CaseRef
-from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, not_found, require_roles
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
@@ -25,7 +25,7 @@ from .views import DueFacts, case_view, open_items
 
 WIB_OFFSET = timedelta(hours=7)  # office calendar dates (WIB)
 STAFF = ("pk", "supervisor", "head")
-READERS = ("pk", "supervisor", "head", "tpp")
+
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 OFFICER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -132,12 +132,7 @@ class Worklist(BaseModel):
 
 
 def sees(principal: Principal, office: str, case: d.Case) -> bool:
-    if "auditor" in principal.roles:
-        return True
-    if principal.office != office or not principal.has(*READERS):
-        return False
-    return not case.is_child or principal.has("supervisor", "head") or \
-        principal.sub == case.officer_id
+    return principal.may_read_case(office, case.officer_id, case.is_child)
 
 
 def office_today(now: datetime) -> date:
@@ -293,7 +288,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
              summary="The officer's open cases and what is due on each, most urgent first")
     async def worklist(officer_id: Annotated[str, Path(pattern=OFFICER_PATTERN)],
                        principal: CurrentPrincipal) -> Worklist:
-        if not principal.has(*READERS):
+        if not principal.has(*CASE_READERS):
             raise Problem(403, "Forbidden", "worklists need an office role", rule="role_required")
         if principal.sub != officer_id and not principal.has("supervisor", "head"):
             raise Problem(403, "Forbidden", "an officer sees their own worklist; supervisors "

@@ -4,19 +4,12 @@ events are the only contract."""
 
 from __future__ import annotations
 
-import structlog
-
 from services.registration import domain as registration
-from shared.decider import CommandRunner
-from shared.errors import DomainError
-from shared.events import Metadata, RecordedEvent
-from shared.ids import derived_id
+from shared.decider import CommandRunner, react
+from shared.events import RecordedEvent
 from shared.projector import Reactor
-from shared.streams import CaseRef
 
 from . import domain as d
-
-log = structlog.get_logger("bapas.guidance")
 
 
 class FollowRegistration(Reactor):
@@ -33,13 +26,7 @@ class FollowRegistration(Reactor):
                 registration.ClientTransferred: self.transferred}
 
     async def _run(self, e: RecordedEvent, cmd: object) -> None:
-        try:
-            await self.runner.run(CaseRef(e.office, e.client_id), cmd,
-                                  Metadata(f"system:{self.name}", e.correlation_id or e.id, e.id),
-                                  event_id=lambda i: derived_id(e.id, self.name, i))
-        except DomainError as refused:  # the case says no (closed, say): nothing to redo
-            log.info("reaction refused by the case", reaction=self.name, event=e.type,
-                     client_id=e.client_id, reason=refused.message)
+        await react(self.runner, self.name, e, cmd)
 
     async def registered(self, e: RecordedEvent[registration.ClientRegistered]) -> None:
         x = e.data

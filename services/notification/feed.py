@@ -1,6 +1,10 @@
 """The agency feed: every public event, redacted to the IDENTIFIERS level, on
-`agency.<office>.<EventType>` in the derived stream AGENCY_FEED. Agencies read it with NATS
-credentials that allow their own office's subjects only (deploy/nats-accounts.conf)."""
+`agency.<office>.<EventType>` in the derived stream AGENCY_FEED.
+
+Agencies read it from accounts of their own, through exports of their office's subjects and
+of one pull consumer per agency filtered on them, which the operator creates
+(deploy/nats-accounts.conf explains why: an agency user inside the services' account could
+make the server write into the event streams through reply subjects)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from shared.ids import derived_id, new_id
 from shared.logging import bind
 from shared.runtime import Kernel
 from shared.streams import CaseRef
-from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, not_found, require_roles
 from shared.web.inputs import PLAIN_TEXT, Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
@@ -31,7 +31,7 @@ OFFICE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 OFFICER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 PHONE_PATTERN = r"^\+?[0-9]{8,15}$"
 STAFF = ("pk", "supervisor", "head")
-READERS = ("pk", "supervisor", "head", "tpp")
+
 
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id")]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
@@ -165,13 +165,7 @@ class Caseload(BaseModel):
 
 def sees(principal: Principal, office: str, officer_id: str | None, is_child: bool,
          transferred_to: str | None = None) -> bool:
-    """May this person read this client? Auditors read all; office staff read their office's
-    clients (and those transferred to it); children only their officer, supervisors, head."""
-    if "auditor" in principal.roles:
-        return True
-    if principal.office not in (office, transferred_to) or not principal.has(*READERS):
-        return False
-    return not is_child or principal.has("supervisor", "head") or principal.sub == officer_id
+    return principal.may_read_case(office, officer_id, is_child, also_office=transferred_to)
 
 
 def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
@@ -252,7 +246,7 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
             office: Annotated[str | None, Query(pattern=OFFICE_PATTERN,
                                                 description="auditors only")] = None,
     ) -> ClientPage:
-        if not principal.has(*READERS, "auditor"):
+        if not principal.has(*CASE_READERS, "auditor"):
             raise Problem(403, "Forbidden", "reading clients needs an office role",
                           rule="role_required")
         if office and office != principal.office and "auditor" not in principal.roles:
@@ -287,7 +281,7 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
              summary="An officer's active clients by program")
     async def caseload(officer_id: Annotated[str, Path(pattern=OFFICER_PATTERN)],
                        principal: CurrentPrincipal) -> Caseload:
-        if not principal.has(*READERS, "auditor"):
+        if not principal.has(*CASE_READERS, "auditor"):
             raise Problem(403, "Forbidden", "caseloads need an office role", rule="role_required")
         rows = await kernel.pool.fetch(
             f"SELECT program, count(*) AS n FROM {clients} WHERE office = $1 AND officer_id = $2"

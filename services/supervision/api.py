@@ -15,14 +15,14 @@ from shared.logging import bind
 from shared.runtime import Kernel
 from shared.store import LoadedCase
 from shared.streams import CaseRef
-from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, not_found, require_roles
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
 
 STAFF = ("pk", "supervisor", "head")
-READERS = ("pk", "supervisor", "head", "tpp")
+
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 OFFICER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id")]
@@ -79,12 +79,7 @@ class Board(BaseModel):
 
 
 def sees(principal: Principal, office: str, case: d.Supervision) -> bool:
-    if "auditor" in principal.roles:
-        return True
-    if principal.office != office or not principal.has(*READERS):
-        return False
-    return not case.is_child or principal.has("supervisor", "head") or \
-        principal.sub == case.officer_id
+    return principal.may_read_case(office, case.officer_id, case.is_child)
 
 
 def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> APIRouter:
@@ -162,7 +157,7 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
     async def compliance(principal: CurrentPrincipal,
                          officer_id: Annotated[str | None, Query(pattern=OFFICER_PATTERN)] = None
                          ) -> Board:
-        if not principal.has(*READERS):
+        if not principal.has(*CASE_READERS):
             raise Problem(403, "Forbidden", "the board needs an office role", rule="role_required")
         today = d.office_date(datetime.now(UTC))
         rows = await kernel.pool.fetch(

@@ -22,6 +22,7 @@ __all__ = ["ROLES", "Principal", "TokenService", "CurrentPrincipal", "require_ro
            "not_found", "OfficeScope", "Scope"]
 
 ROLES = frozenset({"pk", "supervisor", "head", "tpp", "auditor", "agency", "admin"})
+CASE_READERS = ("pk", "supervisor", "head", "tpp")
 _bearer = HTTPBearer(auto_error=False, description="A JWT from `bapas token` (development) "
                      "or the identity provider")
 
@@ -38,6 +39,18 @@ class Principal:
     def sees_office(self, office: str) -> bool:
         """Auditors read every office; everyone else only their own."""
         return office == self.office or "auditor" in self.roles
+
+    def may_read_case(self, office: str, officer_id: str | None, is_child: bool,
+                      *, also_office: str | None = None) -> bool:
+        """May this person read a client's case? Auditors read every case; the office's
+        staff (pk, supervisor, head, tpp) read their office's cases (and `also_office`'s,
+        such as a client transferred to them); a child's case only its own officer, the
+        supervisors and the head (UU 27/2022)."""
+        if "auditor" in self.roles:
+            return True
+        if self.office not in (office, also_office) or not self.has(*CASE_READERS):
+            return False
+        return not is_child or self.has("supervisor", "head") or self.sub == officer_id
 
 
 class TokenService:

@@ -246,3 +246,16 @@ async def test_two_writers_of_the_same_facts_at_once_store_them_once(store):
     assert sorted(r.duplicate for r in results) == [False, True, True, True]
     loaded = await store.load("ledger", ref)
     assert [e.id for e in loaded.events[1:]] == [f.id for f in facts]
+
+
+async def test_a_decision_overlapping_facts_another_writer_stored_is_decided_again(store):
+    """A sweep stores two derived facts while a report's decision carries the same two and
+    one of its own: the report's batch is refused whole, as a conflict to decide again."""
+    ref = case()
+    opened = (await store.append("ledger", ref, [ev(AccountOpened(owner="a"))],
+                                 CaseVersion.new())).version
+    facts = [ev(Credited(amount=i), id=derived_id(ref.client_id, "fact", i)) for i in range(2)]
+    await store.append("ledger", ref, facts, opened)
+    with pytest.raises(ConcurrencyError):
+        await store.append("ledger", ref, [*facts, ev(Debited(amount=1))], opened)
+    assert len((await store.load("ledger", ref)).events) == 3
