@@ -90,7 +90,8 @@ class ClientDirectory(Projection):
                       e.client_id, e.sequence)
             return
         name, kind = column
-        w.execute(f"UPDATE {{clients}} SET {name} = $2::{kind}, version = $3 "
+        # the value travels as text (events carry dates as ISO strings): cast from text
+        w.execute(f"UPDATE {{clients}} SET {name} = $2::text::{kind}, version = $3 "
                   "WHERE client_id = $1", e.client_id,
                   None if e.data.new_value is None else str(e.data.new_value), e.sequence)
         if e.data.field == "program" and Program(e.data.new_value) in CHILD_PROGRAMS:

@@ -197,12 +197,23 @@ async def test_officer_address_and_corrections_keep_what_was_before(svc):
     assert r.json()["events"] == ["ClientDetailsCorrected"] and r.json()["version"] == 4
     store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog)
     events = (await store.load("registration", CaseRef("jaksel", cid))).events
-    assigned, moved, corrected = (e.data for e in events[1:])
+    assigned, moved, corrected = (e.data for e in events[1:4])
     assert assigned.previous_officer_id == "pk-0007" and assigned.officer_id == "pk-0009"
     assert moved.previous_address.startswith("Jl. Kemang") and moved.reported_by_client
     assert (corrected.old_value, corrected.new_value) == ("Siti Aminah", "Siti Aminah Lubis")
+    r = await svc.http.post(f"/v1/clients/{cid}/corrections", headers=pk,
+                            json={"field": "person.birth_date", "value": "1945-08-18",
+                                  "reason": "akta kelahiran"})
+    assert r.json()["events"] == ["ClientDetailsCorrected"]
     view = (await svc.http.get(f"/v1/clients/{cid}", headers=pk)).json()
     assert view["person"]["full_name"] == "Siti Aminah Lubis"
+    assert view["person"]["birth_date"] == "1945-08-18"
+    schema = svc.kernel.schema
+    row = await eventually(lambda: svc.kernel.pool.fetchrow(
+        f'SELECT full_name, birth_date FROM "{schema}".clients WHERE client_id = $1', cid),
+        until=lambda r: r and str(r["birth_date"]) == "1945-08-18")
+    assert row["full_name"] == "Siti Aminah Lubis"  # the read model took both corrections
+    assert (await svc.http.get("/readyz")).json()["held_cases"] == []
     assert view["person"]["address"] == "Jl. Melati 2, Depok" and view["officer_id"] == "pk-0009"
     bad = await svc.http.post(f"/v1/clients/{cid}/corrections", headers=pk,
                               json={"field": "person.nik", "value": "x", "reason": "r"})
