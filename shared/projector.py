@@ -52,7 +52,7 @@ from .store import decode_message
 from .streams import Topology
 
 __all__ = ["Projection", "Reactor", "Writer", "ProjectionRunner", "ProjectionStatus",
-           "parked_cases", "release_parked"]
+           "parked_cases", "release_parked", "request_rebuild", "withdraw_rebuild"]
 
 log = structlog.get_logger("bapas.projector")
 
@@ -379,6 +379,23 @@ class ProjectionRunner:
         for logical, ddl in self.target.tables.items():
             await conn.execute(ddl.format(table=self._names(tag)[logical]))
 
+    async def _claim_build(self, conn: asyncpg.Connection, tag: str) -> bool:
+        """At the start of a build's loop, under the versions row's lock: is the build still
+        wanted (active or building)? If so, create any of its tables that are missing. A
+        rebuild requested from outside the service (`bapas rebuild`, which does not know the
+        DDL) names only the tag; its tables come into being here, in the same transaction as
+        its checkpoints, so a build that has no checkpoints has no tables either."""
+        row = await conn.fetchrow(
+            f"SELECT active_tag, building_tag FROM {self.s}.projection_versions "
+            "WHERE projection = $1 FOR UPDATE", self.name)
+        if row is None or tag not in (row["active_tag"], row["building_tag"]):
+            return False
+        for logical, ddl in self.target.tables.items():
+            physical = self._names(tag)[logical]
+            if await conn.fetchval("SELECT to_regclass($1)", physical) is None:
+                await conn.execute(ddl.format(table=physical))
+        return True
+
     async def _point_views(self, conn: asyncpg.Connection, tag: str) -> None:
         for logical in self.target.tables:
             view = f'{self.s}."{logical}"'
@@ -423,18 +440,9 @@ class ProjectionRunner:
     async def request_rebuild(self) -> str:
         """Start building a fresh copy of this projection (same version) from the streams."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"SELECT building_tag, generation FROM {self.s}.projection_versions "
-                "WHERE projection = $1 FOR UPDATE", self.name)
-            if row is None:
-                raise KernelError(f"projection {self.name} has not been built yet")
-            if row["building_tag"]:
-                return row["building_tag"]
-            tag = f"v{self.target.version}_{row['generation'] + 1}"
-            await self._create_tables(conn, tag)
-            await conn.execute(
-                f"UPDATE {self.s}.projection_versions SET building_tag = $2, generation = $3 "
-                "WHERE projection = $1", self.name, tag, row["generation"] + 1)
+            tag, new = await request_rebuild(conn, self.schema, self.name, self.target.version)
+            if new:
+                await self._create_tables(conn, tag)
             return tag
 
     # ------------------------------------------------------------------------- the loop
@@ -447,7 +455,11 @@ class ProjectionRunner:
         self._replaying[tag] = replaying
         names = self._names(tag)
         cache: dict[str, str] = {}
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if self.kind == "projection" and not await self._claim_build(conn, tag):
+                log.info("build no longer wanted; not starting it", projection=self.name,
+                         tag=tag)
+                return
             for stream in self.streams:
                 await conn.execute(
                     f"INSERT INTO {self.s}.projection_checkpoints (projection, tag, stream) "
@@ -784,6 +796,58 @@ async def _quietly(aw: Awaitable[Any]) -> None:
         await aw
     except Exception:  # noqa: BLE001 - best effort cleanup
         pass
+
+
+async def request_rebuild(conn: asyncpg.Connection, schema: str, projection: str,
+                          version: int | None = None) -> tuple[str, bool]:
+    """Ask for a fresh build of a projection from the streams; call inside a transaction.
+
+    Only the versions row is written: its `building_tag` becomes `v<version>_<generation+1>`
+    (`version`: the code's, or else the active build's). The leader of the projection (in the
+    running service) creates the build's tables, replays into them with side effects off and
+    switches the views over when it has caught up. Returns `(tag, new)`; when a build is under
+    way already, that build's tag and `new=False`.
+    """
+    s = quote_ident(schema)
+    row = await conn.fetchrow(
+        f"SELECT active_tag, building_tag, generation FROM {s}.projection_versions "
+        "WHERE projection = $1 FOR UPDATE", projection)
+    if row is None:
+        raise KernelError(f"projection {projection} has not been built yet")
+    if row["building_tag"]:
+        return row["building_tag"], False
+    if version is None:
+        version = _version(row["active_tag"])
+        if version is None:
+            raise KernelError(f"projection {projection} has no active build to take the "
+                              f"version from (active tag {row['active_tag']!r})")
+    generation = row["generation"] + 1
+    tag = f"v{version}_{generation}"
+    await conn.execute(
+        f"UPDATE {s}.projection_versions SET building_tag = $2, generation = $3 "
+        "WHERE projection = $1", projection, tag, generation)
+    return tag, True
+
+
+async def withdraw_rebuild(conn: asyncpg.Connection, schema: str, projection: str,
+                           tag: str) -> bool:
+    """Take back a requested build that no leader has started (it has no checkpoints, hence
+    no tables: see `ProjectionRunner._claim_build`). False if it was started or is no longer
+    the one requested; then it is left alone. Call inside a transaction."""
+    s = quote_ident(schema)
+    building = await conn.fetchval(
+        f"SELECT building_tag FROM {s}.projection_versions WHERE projection = $1 FOR UPDATE",
+        projection)
+    if building != tag:
+        return False
+    started = await conn.fetchval(
+        f"SELECT 1 FROM {s}.projection_checkpoints WHERE projection = $1 AND tag = $2 LIMIT 1",
+        projection, tag)
+    if started:
+        return False
+    await conn.execute(f"UPDATE {s}.projection_versions SET building_tag = NULL "
+                       "WHERE projection = $1", projection)
+    return True
 
 
 async def parked_cases(conn: asyncpg.Connection, schema: str) -> list[dict[str, Any]]:

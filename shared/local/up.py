@@ -137,7 +137,7 @@ class Platform:
             svc = _Service(name, settings.port(name), self.data / "logs" / f"{name}.log")
             self._spawn(svc)
             self.services.append(svc)
-        self._write_run_file(nats_url, monitor_url, dsn, settings.host)
+        self._write_run_file(nats_url, monitor_url, dsn, settings.host, settings.namespace)
         self._wait_ready(settings.host)
 
     def _spawn(self, svc: _Service) -> None:
@@ -218,9 +218,10 @@ class Platform:
         if self.services or self.nats or self.pg:
             click.echo("stopped")
 
-    def _write_run_file(self, nats_url: str, monitor_url: str, dsn: str, host: str) -> None:
+    def _write_run_file(self, nats_url: str, monitor_url: str, dsn: str, host: str,
+                        namespace: str) -> None:
         info = {"pid": os.getpid(), "nats_url": nats_url, "nats_monitor_url": monitor_url,
-                "database_url": dsn,
+                "database_url": dsn, "namespace": namespace,
                 "services": {s.name: f"http://{host}:{s.port}" for s in self.services}}
         (self.data / "run.json").write_text(json.dumps(info, indent=2))
 
