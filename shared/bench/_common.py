@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -24,8 +24,9 @@ import httpx
 from ..local.servers import NatsServer, PostgresServer
 from ..streams import default_monitor_url
 
-__all__ = ["Endpoints", "bench_servers", "Target", "Figure", "Stopwatch", "percentile",
-           "progress", "format_table", "machine_summary", "ServerVersions", "server_versions"]
+__all__ = ["Endpoints", "bench_servers", "set_nats_sync", "Target", "Figure", "Stopwatch",
+           "percentile", "progress", "format_table", "machine_summary", "ServerVersions",
+           "server_versions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,8 @@ class Endpoints:
     monitor_url: str
     dsn: str
     source: str  # "environment" or "embedded"
+    # our own nats-server (embedded only), for set_nats_sync
+    nats_server: NatsServer | None = field(default=None, compare=False, repr=False)
 
     @property
     def shared(self) -> bool:
@@ -63,10 +66,24 @@ def bench_servers() -> Iterator[Endpoints]:
             progress("starting nats-server and PostgreSQL in " + tmp)
             nats.start()
             pg.start()
-            yield Endpoints(nats.url, nats.monitor_url, pg.dsn, "embedded")
+            yield Endpoints(nats.url, nats.monitor_url, pg.dsn, "embedded", nats)
         finally:
             pg.stop()
             nats.stop()
+
+
+def set_nats_sync(endpoints: Endpoints, sync_always: bool) -> bool:
+    """Restart our own nats-server with or without `sync_interval: always` (same ports, same
+    data). For filling a store whose writes are not what is measured: a fill of a million
+    events at one fsync each would take many minutes. Close NATS connections before, open
+    them again after. On someone else's servers nothing changes and False is returned."""
+    server = endpoints.nats_server
+    if server is None:
+        return False
+    if server.sync_always != sync_always:
+        server.sync_always = sync_always
+        server.restart()
+    return True
 
 
 @dataclass(frozen=True, slots=True)
