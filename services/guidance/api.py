@@ -9,13 +9,13 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from shared.decider import Decision
-from shared.events import Metadata
 from shared.ids import new_id
 from shared.logging import bind
 from shared.runtime import Kernel
 from shared.store import LoadedCase
 from shared.streams import CaseRef
-from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, not_found,
+                             require_roles)
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
@@ -143,9 +143,6 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["guidance"], responses=PROBLEM_RESPONSES)
     cases = f'"{kernel.schema}".cases'
 
-    def meta(request: Request, principal: Principal) -> Metadata:
-        return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id)
-
     async def case_of(principal: Principal, client_id: str, *, reading: bool = False
                       ) -> tuple[CaseRef, d.Case, LoadedCase]:
         """The caller's office's case (auditors: any office when reading); 404 otherwise."""
@@ -164,7 +161,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     async def act(request: Request, principal: Principal, client_id: str, cmd: object,
                   now: datetime) -> Decision:
         ref, _, _ = await case_of(principal, client_id)
-        return await desk.runner.run(ref, cmd, meta(request, principal), at=now)
+        return await desk.runner.run(ref, cmd, metadata(request, principal), at=now)
 
     def changed(client_id: str, decision: Decision) -> ChangedOut:
         return ChangedOut(client_id=client_id, version=decision.version.sequence,
@@ -237,7 +234,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
                 session_id="", kind=body.kind, approach=body.approach, held_on=body.held_on,
                 participants=tuple(body.participants), notes=body.notes,
                 today=office_today(now), group_id=group_id),
-            meta(request, principal), now,
+            metadata(request, principal), now,
             may_act=lambda case: sees(principal, principal.office, case))
         return GroupSessionOut(group_id=group_id, client_ids=client_ids)
 

@@ -14,12 +14,12 @@ from pydantic_core import PydanticCustomError
 from stdnum.exceptions import ValidationError as NikInvalid
 from stdnum.id import nik as stdnum_nik
 
-from shared.events import Metadata
 from shared.ids import derived_id, new_id
 from shared.logging import bind
 from shared.runtime import Kernel
 from shared.streams import CaseRef
-from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, not_found,
+                             require_roles)
 from shared.web.inputs import PLAIN_TEXT, Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
@@ -172,9 +172,6 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["clients"], responses=PROBLEM_RESPONSES)
     clients = f'"{kernel.schema}".clients'
 
-    def meta(request: Request, principal: Principal) -> Metadata:
-        return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id)
-
     async def changeable(principal: Principal, client_id: str) -> tuple[CaseRef, d.Client]:
         """The caller's own office's client, which they may change; 404 otherwise."""
         bind(client_id=client_id)
@@ -205,7 +202,7 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
                             if body.family_contact else None),
             officer_id=body.officer_id, registered_at=datetime.now(UTC))
         bind(client_id=client_id)
-        result = await registrar.register(cmd, meta(request, principal))
+        result = await registrar.register(cmd, metadata(request, principal))
         if result.duplicate and not _same_request(cmd, result.event):
             raise Problem(422, "Idempotency key reused",
                           "this Idempotency-Key was used for a different registration",
@@ -293,7 +290,7 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
 
     async def change(request: Request, principal: Principal, client_id: str, cmd) -> ChangedOut:
         ref, _ = await changeable(principal, client_id)
-        decision = await registrar.change(ref, cmd, meta(request, principal), cmd.at)
+        decision = await registrar.change(ref, cmd, metadata(request, principal), cmd.at)
         return ChangedOut(client_id=client_id, version=decision.version.sequence,
                           changed=bool(decision.events),
                           events=[e.type for e in decision.events])
@@ -335,7 +332,7 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
         decision = await registrar.transfer(ref, d.TransferClient(
             to_office=body.to_office, tpp_decision_id=body.tpp_decision_id,
             approved_by=body.approved_by, new_client_id=new_client_id, at=datetime.now(UTC)),
-            meta(request, principal))
+            metadata(request, principal))
         moved = decision.state.transferred_to
         assert moved is not None
         return TransferredOut(client_id=client_id, version=decision.version.sequence,

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
 
 from shared.decider import CommandRunner, Decider, Decision
-from shared.events import Metadata, RecordedEvent
+from shared.events import RecordedEvent
 from shared.ids import new_id
 from shared.logging import bind
 from shared.runtime import Kernel
 from shared.store import LoadedCase
 from shared.streams import CaseRef
-from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, not_found, require_roles
+from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, not_found,
+                             require_roles)
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
@@ -87,9 +88,6 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
     board = f'"{kernel.schema}".board'
     violations = f'"{kernel.schema}".violations'
 
-    def meta(request: Request, principal: Principal) -> Metadata:
-        return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id)
-
     async def case_of(principal: Principal, client_id: str, *, reading: bool = False
                       ) -> tuple[CaseRef, LoadedCase]:
         bind(client_id=client_id)
@@ -108,7 +106,7 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
     async def act(request: Request, principal: Principal, client_id: str, cmd: object,
                   now: datetime) -> ChangedOut:
         ref, _ = await case_of(principal, client_id)
-        decision: Decision = await runner.run(ref, cmd, meta(request, principal), at=now,
+        decision: Decision = await runner.run(ref, cmd, metadata(request, principal), at=now,
                                               identify=d.identify(client_id))
         return ChangedOut(client_id=client_id, version=decision.version.sequence,
                           events=[e.type for e in decision.events])

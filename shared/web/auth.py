@@ -15,6 +15,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ..events import Metadata
 from ..logging import bind
 from .problems import Problem
 
@@ -113,6 +114,11 @@ def require_roles(*roles: str):
         return principal
 
     return Depends(check)
+
+
+def metadata(request: Request, principal: Principal) -> Metadata:
+    """Who acts, and the request's correlation id: what a command's events carry."""
+    return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id)
 
 
 def not_found(what: str = "client") -> Problem:
