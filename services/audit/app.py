@@ -9,11 +9,12 @@ from services.supervision.domain import EVENTS as SUPERVISION_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
 from .api import build_router
-from .projections import AccessLog, ClientIndex
+from .projections import AccessLog, ClientIndex, EventIndex
 
 
 def build(kernel: Kernel) -> ServiceParts:
-    return ServiceParts(routers=[build_router(kernel)], consumers=[ClientIndex(), AccessLog()])
+    return ServiceParts(routers=[build_router(kernel)],
+                        consumers=[ClientIndex(), AccessLog(), EventIndex(kernel.catalog)])
 
 
 definition = ServiceDefinition(

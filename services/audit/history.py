@@ -7,9 +7,11 @@ case it came from, at its old office. Events are merged by event time, then stre
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,14 +74,24 @@ class StoredEvent:
         return out
 
 
-async def read_case(store: EventStore, catalog: EventCatalog, context: str,
-                    ref: CaseRef) -> list[StoredEvent]:
-    """A case's messages in one context, each link checked in stream order."""
+SeqIndex = Callable[[str, str], Awaitable[list[int]]]
+
+
+async def read_case(store: EventStore, catalog: EventCatalog, context: str, ref: CaseRef,
+                    index: SeqIndex | None = None) -> list[StoredEvent]:
+    """A case's messages in one context, each link checked in stream order.
+
+    With an index of where the case's events lie, those are fetched by sequence and only
+    the tail the index has not seen yet is read by subject."""
     stream = store.topology.stream(context)
     subject = store.topology.subject(context, ref)
+    known = await index(subject, stream) if index else []
+    messages = await store.read_seqs(stream, subject, known) if known else []
+    messages += await store.read_subject(stream, subject,
+                                         from_seq=known[-1] + 1 if known else 1)
     out: list[StoredEvent] = []
     prevhash, prevseq = GENESIS_HASH, 0
-    for m in await store.read_subject(stream, subject):
+    for m in messages:
         seq = int(m.headers["Nats-Sequence"])
         env = Envelope.from_headers(m.headers, subject, seq)
         holds = (env.computed_hash(m.data) == env.hash and env.prevhash == prevhash
@@ -113,10 +125,11 @@ async def lineage(index, client_id: str) -> list[CaseRef]:
     return list(reversed(chain))
 
 
-async def history(store: EventStore, catalog: EventCatalog, refs: list[CaseRef]
-                  ) -> list[StoredEvent]:
-    events = [e for ref in refs for context in CASE_CONTEXTS
-              for e in await read_case(store, catalog, context, ref)]
+async def history(store: EventStore, catalog: EventCatalog, refs: list[CaseRef],
+                  index: SeqIndex | None = None) -> list[StoredEvent]:
+    cases = await asyncio.gather(*(read_case(store, catalog, context, ref, index)
+                                   for ref in refs for context in CASE_CONTEXTS))
+    events = [e for case in cases for e in case]
     return sorted(events, key=lambda e: (e.time, e.stream, e.stream_seq))
 
 

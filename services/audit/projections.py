@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.registration.domain import ClientRegistered, ClientTransferred
 from shared.access import ClientDataRead
-from shared.events import RecordedEvent
+from shared.events import EventCatalog, RecordedEvent
 from shared.projector import Projection, Writer
 
 
@@ -74,3 +74,31 @@ class AccessLog(Projection):
                   "actor_roles, service, what, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
                   "ON CONFLICT DO NOTHING", e.id, e.client_id, x.client_office, x.actor,
                   x.actor_office, x.actor_roles, x.service, x.what, x.at)
+
+
+class EventIndex(Projection):
+    """Where each case's events lie in the streams. Reading a long case by its subject walks
+    the stream from one of its events to the next, so its cost grows with how much of the
+    stream the case spans; with the sequences known, each event is one lookup."""
+
+    name = "event_index"
+    version = 1
+    contexts = ("registration", "guidance", "supervision")
+    tables = {"event_seqs": """
+        CREATE TABLE {table} (
+            subject text NOT NULL,
+            stream  text NOT NULL,
+            seq     bigint NOT NULL,
+            PRIMARY KEY (subject, stream, seq)
+        );
+    """}
+
+    def __init__(self, catalog: EventCatalog) -> None:
+        self.catalog = catalog
+
+    def handlers(self):
+        return {cls: self.indexed for reg in self.catalog.registries for cls in reg.types()}
+
+    async def indexed(self, w: Writer, e: RecordedEvent) -> None:
+        w.execute("INSERT INTO {event_seqs} (subject, stream, seq) VALUES ($1, $2, $3) "
+                  "ON CONFLICT DO NOTHING", e.subject, e.stream, e.stream_seq)

@@ -18,17 +18,17 @@ server is restarted with the shipped profile before anything is measured. On som
 servers (BAPAS_* URLs) the fill runs at whatever their fsync allows.
 
 Then the audit service runs in this process (`Kernel.connect`, `build_app`, its projections
-started, uvicorn on a loopback port), its client index reads the registration stream, and
-five reads are timed in rotating order, so that they share conditions:
+started, uvicorn on a loopback port), its client index and event index read the streams,
+and six reads are timed in rotating order, so that they share conditions:
 
-- HTTP history (ours): GET /v1/audit/clients/{id}/history of the spread case: the index
-  lookup, the three subjects read, each message decoded and its link checked, the merge
-  by time, the JSON answer;
-- `history()` in-process: the same reads, decoding, link checks and merge, without the
-  index lookup, HTTP or JSON (where the endpoint's time goes);
-- raw: the same three subjects with batched Direct Gets on a plain nats-py connection,
-  nothing decoded;
-- HTTP history and raw of the burst case.
+- HTTP history (ours): GET /v1/audit/clients/{id}/history of the spread case: the client
+  index lookup, the case's sequences from the event index, its events fetched by sequence,
+  each decoded and its link checked, the merge by time, the JSON answer;
+- `history()` in-process: the same without the client lookup, HTTP or JSON;
+- raw by seq: the same events fetched by sequence with plain nats-py requests;
+- raw by subject: the three subjects walked with batched Direct Gets (what reading a case
+  by its subject costs: it grows with how much of the stream the case spans);
+- HTTP history and raw by subject of the burst case.
 
 Besides latencies, the CPU each kind of read costs this process and nats-server is
 reported: on a shared machine wall times move with the neighbours' load, CPU much less.
@@ -438,6 +438,13 @@ class RawReader:
                 return count
             seq = int(last.headers["Nats-Sequence"]) + 1
 
+    async def read_seqs(self, stream: str, seqs: list[int]) -> int:
+        """The same messages by stream sequence, all requests in flight (nats-py's request)."""
+        api = f"$JS.API.DIRECT.GET.{stream}"
+        replies = await asyncio.gather(*(self.nc.request(api, json.dumps({"seq": s}).encode(),
+                                                         timeout=5) for s in seqs))
+        return len(replies)
+
 
 def process_cpu_ms(pid: int | None) -> float:
     """User + system CPU time a process has used (Linux /proc, 10 ms ticks); 0 if unknown."""
@@ -488,9 +495,16 @@ async def measure(kernel: Kernel, http: httpx.AsyncClient, raw: RawReader,
             return resp.content
         return read
 
+    s = quote_ident(kernel.schema)
+
+    async def index(subject: str, stream: str) -> list[int]:
+        rows = await kernel.pool.fetch(f"SELECT seq FROM {s}.event_seqs WHERE subject = $1 "
+                                       "AND stream = $2 ORDER BY seq", subject, stream)
+        return [r["seq"] for r in rows]
+
     def in_process(ref: CaseRef) -> Callable[[], Awaitable[None]]:
         async def read() -> None:
-            await history(kernel.store, kernel.catalog, [ref])
+            await history(kernel.store, kernel.catalog, [ref], index)
         return read
 
     def raw_read(ref: CaseRef) -> Callable[[], Awaitable[None]]:
@@ -502,10 +516,17 @@ async def measure(kernel: Kernel, http: httpx.AsyncClient, raw: RawReader,
                 await raw.read(stream, subject)
         return read
 
+    # the spread case's sequences, known before the clock starts (as the index knows them)
+    spread_seqs = [(kernel.topology.stream(c), await index(
+        kernel.topology.subject(c, SPREAD), kernel.topology.stream(c))) for c in CASE_CONTEXTS]
+
+    async def raw_by_seq() -> None:
+        await asyncio.gather(*(raw.read_seqs(stream, seqs) for stream, seqs in spread_seqs))
+
     kinds: dict[str, tuple[CaseRef, Callable[[], Awaitable[bytes | None]]]] = {
         "http": (SPREAD, over_http(SPREAD)), "history": (SPREAD, in_process(SPREAD)),
-        "raw": (SPREAD, raw_read(SPREAD)), "burst_http": (BURST, over_http(BURST)),
-        "burst_raw": (BURST, raw_read(BURST))}
+        "raw": (SPREAD, raw_read(SPREAD)), "raw_seq": (SPREAD, raw_by_seq),
+        "burst_http": (BURST, over_http(BURST)), "burst_raw": (BURST, raw_read(BURST))}
     t.series = {name: Series() for name in kinds}
 
     async def timed(name: str) -> None:
@@ -538,24 +559,33 @@ async def measure(kernel: Kernel, http: httpx.AsyncClient, raw: RawReader,
 
 
 async def wait_for_index(kernel: Kernel) -> tuple[int, float]:
-    """Until the client index has read the whole registration stream (its committed
-    checkpoint reaches the stream's last sequence): (events read, seconds taken)."""
-    stream = kernel.topology.stream("registration")
-    last_seq = (await kernel.nc.jetstream().stream_info(stream)).state.last_seq
+    """Until the audit's indexes (client_index over the registration stream, event_index
+    over all three) have read everything stored: (events read, seconds taken)."""
+    js = kernel.nc.jetstream()
+    wanted = {("client_index", "registration")} | {
+        ("event_index", c) for c in ("registration", "guidance", "supervision")}
+    last = {c: (await js.stream_info(kernel.topology.stream(c))).state.last_seq
+            for c in ("registration", "guidance", "supervision")}
     s = quote_ident(kernel.schema)
-    runner = next(r for r in kernel.runners if r.name == "client_index")
+    runners = {r.name: r for r in kernel.runners}
     started = reported = time.perf_counter()
     while True:
-        position = await kernel.pool.fetchval(
-            f"SELECT max(position) FROM {s}.projection_checkpoints WHERE projection = $1 "
-            "AND stream = $2", "client_index", stream)
-        if position is not None and position >= last_seq:
-            return last_seq, time.perf_counter() - started
-        if runner.status.last_error:
-            raise RuntimeError(f"the client index failed: {runner.status.last_error}")
+        done, total = 0, 0
+        for projection, context in wanted:
+            stream = kernel.topology.stream(context)
+            position = await kernel.pool.fetchval(
+                f"SELECT max(position) FROM {s}.projection_checkpoints WHERE projection = $1 "
+                "AND stream = $2", projection, stream) or 0
+            done += min(position, last[context])
+            total += last[context]
+            if runners[projection].status.last_error:
+                raise RuntimeError(f"the {projection} failed: "
+                                   f"{runners[projection].status.last_error}")
+        if done >= total:
+            return sum(last.values()), time.perf_counter() - started
         if time.perf_counter() - reported > 5:
             reported = time.perf_counter()
-            progress(f"indexing clients: {position or 0:,} / {last_seq:,} registration events")
+            progress(f"indexing: {done:,} / {total:,} stream positions")
         await asyncio.sleep(0.05)
 
 
@@ -646,8 +676,8 @@ async def _run(endpoints: Endpoints, events: int, case_events: int) -> None:
               + f" events, {filled.bytes / 1e9:.2f} GB", flush=True)
         async with audit_over_http(endpoints, namespace) as (kernel, http, headers):
             indexed, seconds = await wait_for_index(kernel)
-            print(f"  index       the audit's client_index projection read {indexed:,} "
-                  f"registration events in {seconds:.0f} s; not measured", flush=True)
+            print(f"  index       the audit's client and event indexes read {indexed:,} "
+                  f"events in {seconds:.0f} s; not measured", flush=True)
             raw_nc = await nats.connect(endpoints.nats_url, max_reconnect_attempts=3)
             try:
                 raw = RawReader(raw_nc)
@@ -673,35 +703,41 @@ def report(t: Timings, n_case: int, total: int, *, server_cpu: bool) -> None:
     if t.intact != {True}:
         print(f"WARNING: histories answered intact {sorted(t.intact)}", file=sys.stderr)
     s = t.series
-    raw_name = f"{len(CASE_CONTEXTS)} subjects, batched Direct Gets"
+    by_subject = f"{len(CASE_CONTEXTS)} subjects, batched Direct Gets"
+    by_seq = "the same events, Direct Get by seq"
+    names = {"raw": by_subject, "burst_raw": by_subject, "raw_seq": by_seq}
 
     def latency(name: str, kind: str, raw: str, target: Target | None = None) -> list[Figure]:
-        return [Figure(f"{name}, p{q}", percentile(s[kind].wall, q / 100), "ms", raw_name,
+        return [Figure(f"{name}, p{q}", percentile(s[kind].wall, q / 100), "ms", names[raw],
                        percentile(s[raw].wall, q / 100), target if q == 99 else None)
                 for q in (50, 99)]
 
-    figures = [*latency("spread case, HTTP history", "http", "raw", TARGET_P99_MS),
-               *latency("spread case, history() in-process", "history", "raw"),
+    figures = [*latency("spread case, HTTP history", "http", "raw_seq", TARGET_P99_MS),
+               *latency("spread case, HTTP history", "http", "raw"),
+               *latency("spread case, history() in-process", "history", "raw_seq"),
                *latency("burst case, HTTP history", "burst_http", "burst_raw")]
-    cpu = [("spread case, HTTP history", "http", "raw"),
-           ("spread case, history() in-process", "history", "raw"),
+    cpu = [("spread case, HTTP history", "http", "raw_seq"),
+           ("spread case, history() in-process", "history", "raw_seq"),
+           ("spread case, raw by subject", "raw", "raw_seq"),
            ("burst case, HTTP history", "burst_http", "burst_raw")]
     if server_cpu:
         figures += [Figure(f"nats-server CPU per read, {name}", s[k].per_read(s[k].server_cpu_ms),
-                           "ms", raw_name, s[r].per_read(s[r].server_cpu_ms))
+                           "ms", names[r], s[r].per_read(s[r].server_cpu_ms))
                     for name, k, r in cpu]
     figures += [Figure(f"bench process CPU per read, {name}", s[k].per_read(s[k].cpu_ms), "ms",
-                       raw_name, s[r].per_read(s[r].cpu_ms)) for name, k, r in cpu]
+                       names[r], s[r].per_read(s[r].cpu_ms)) for name, k, r in cpu]
     print()
     print(format_table(figures))
     worst = ", ".join(f"{k} {v.wall[-1]:.1f}" for k, v in s.items())
     print(f"\nEach case's history holds {n_case} events of a {total:,}-event store. "
-          f"{SAMPLES} reads of each kind after {WARMUP} warm-up rounds, the five kinds in "
+          f"{SAMPLES} reads of each kind after {WARMUP} warm-up rounds, the six kinds in "
           "rotating order. HTTP history: GET /v1/audit/clients/{id}/history on loopback to the "
-          "audit service in this process (index lookup, reads, decoding, link checks, merge "
-          "by time, JSON; uvicorn and the httpx client share this process and its CPU). "
-          "history(): the reads, decoding, link checks and merge alone. Raw: the same three "
-          "subjects read with plain nats-py, nothing decoded. ratio = ours / raw: how many "
+          "audit service in this process (client index lookup, the case's sequences from the "
+          "event index, its events fetched by sequence, decoding, link checks, merge by time, "
+          "JSON; uvicorn and the httpx client share this process and its CPU). history(): the "
+          "sequences, reads, decoding, link checks and merge alone. Raw by seq: the same "
+          "events fetched by sequence with plain nats-py requests; raw by subject: the three "
+          "subjects walked with batched Direct Gets; nothing decoded. ratio = ours / raw: how many "
           "times the raw latency (or CPU) we take. CPU per read: this process from "
           "process_time, nats-server from /proc (10 ms ticks, averaged). Slowest read, ms: "
           f"{worst}.")

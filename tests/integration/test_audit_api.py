@@ -256,3 +256,20 @@ async def test_a_transferred_clients_history_includes_the_case_it_came_from(svc)
     assert offices.index("bandung") > offices.index("jaksel")
     kinds = [e["type"].split(".")[1] for e in doc["events"]]
     assert "ClientTransferred" in kinds and kinds.count("ClientRegistered") == 2
+
+
+async def test_the_event_index_reads_the_same_history_as_the_subjects(svc):
+    from services.audit.history import history as read_history
+    reg, gd, sv, au = svc
+    cid, _ = await a_busy_case(reg, gd, sv)
+    doc = (await history_of(au, cid)).json()
+    schema = au.kernel.schema
+    await eventually(lambda: au.kernel.pool.fetchval(
+        f'SELECT count(*) FROM "{schema}".event_seqs WHERE subject LIKE $1', f"%.{cid}"),
+        equals=len(doc["events"]))
+    indexed = (await au.http.get(f"/v1/audit/clients/{cid}/history",
+                                 headers=auditor(au))).json()
+    by_subject = await read_history(au.kernel.store, au.kernel.catalog,
+                                    [CaseRef("jaksel", cid)])
+    assert [e["id"] for e in indexed["events"]] == [e.envelope.id for e in by_subject]
+    assert indexed["intact"]
