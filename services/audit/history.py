@@ -19,10 +19,10 @@ from typing import Any
 from services.guidance import domain as guidance
 from services.registration import domain as registration
 from services.supervision import domain as supervision
-from shared.envelope import GENESIS_HASH, Envelope, parse_time, verify_chain
+from shared.envelope import GENESIS_HASH, Envelope, parse_ce_type, parse_time, verify_chain
 from shared.errors import EventDecodeError, KernelError
 from shared.events import Event, EventCatalog
-from shared.store import EventStore, decode_message
+from shared.store import EventStore
 from shared.streams import CaseRef
 
 CASE_CONTEXTS = ("registration", "guidance", "supervision")
@@ -97,12 +97,11 @@ async def read_case(store: EventStore, catalog: EventCatalog, context: str, ref:
         holds = (env.computed_hash(m.data) == env.hash and env.prevhash == prevhash
                  and env.sequence == prevseq + 1)
         prevhash, prevseq = env.hash, env.sequence
-        try:
-            model = decode_message(catalog, store.topology, stream, subject, seq, m.headers,
-                                   m.data).data
-            problem = None
-        except EventDecodeError as exc:
-            model, problem = None, str(exc)
+        try:  # the envelope is parsed already: decode the body alone
+            name, version = parse_ce_type(env.type)
+            model, problem = catalog.decode(name, version, m.data), None
+        except (ValueError, LookupError) as exc:  # unknown type or version, invalid body
+            model, problem = None, str(EventDecodeError(subject, seq, str(exc)))
         out.append(StoredEvent(context, ref, stream, seq, dict(m.headers), m.data, env,
                                holds, model, problem))
     return out
