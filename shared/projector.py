@@ -265,6 +265,8 @@ class ProjectionRunner:
         self._caught_up: dict[str, asyncio.Event] = {}
         self._loops: dict[str, asyncio.Task] = {}
         self._replaying: dict[str, bool] = {}
+        self._fetched: dict[str, int] = {}  # "tag:stream" -> last stream sequence fetched
+        self._applied: dict[str, int] = {}  # ... and applied
 
     # ------------------------------------------------------------------ leadership & versions
 
@@ -493,6 +495,7 @@ class ProjectionRunner:
                 await self._apply(state, stream, msgs)
                 for m in msgs:
                     await m.ack()
+                self._applied[f"{tag}:{stream}"] = msgs[-1].metadata.sequence.stream
                 self._check_caught_up(tag)
                 await self._retry_due(state)
         finally:
@@ -501,9 +504,13 @@ class ProjectionRunner:
             await asyncio.gather(*fetchers, return_exceptions=True)
 
     def _check_caught_up(self, tag: str) -> None:
+        """Caught up: nothing left in the streams, and everything fetched applied (the
+        fetcher runs ahead: a batch can wait in the queue while the lag already says 0)."""
         waiter = self._caught_up.get(tag)
-        lags = [self.status.lag.get(f"{tag}:{s}") for s in self.streams]
-        if waiter is not None and all(lag == 0 for lag in lags):
+        keys = [f"{tag}:{s}" for s in self.streams]
+        if waiter is not None and all(
+                self.status.lag.get(k) == 0
+                and self._applied.get(k, 0) >= self._fetched.get(k, 0) for k in keys):
             waiter.set()
 
     async def _sync_consumer(self, tag: str, stream: str):
@@ -551,6 +558,7 @@ class ProjectionRunner:
                     self.metrics.lag.labels(self.name, stream).set(0)
                     continue
                 pending = msgs[-1].metadata.num_pending
+                self._fetched[key] = msgs[-1].metadata.sequence.stream
                 self.status.lag[key] = pending
                 self.metrics.lag.labels(self.name, stream).set(pending)
                 await queue.put((stream, msgs))
