@@ -68,19 +68,24 @@ class CommandRunner(Generic[C, S]):
     async def run(self, ref: CaseRef, command: C, meta: Metadata, *,
                   at: datetime | None = None,
                   event_id: Callable[[int], str] | None = None,
-                  identify: Callable[[Event], str | None] | None = None) -> Decision[S]:
+                  identify: Callable[[Event], str | None] | None = None,
+                  guard: Callable[[S], None] | None = None) -> Decision[S]:
         """Decide `command` on the case and append the outcome.
 
         Event ids are fixed on the first attempt and reused by every retry, so that an append
         whose answer was lost is recognised as ours. `event_id(i)` gives deterministic ids
         (reactions); `identify(event)` names facts that must exist once whoever records them
         (a missed report is one fact per due date, whether a sweep or a visit finds it).
-        Events whose ids the case already holds are not appended again.
+        Events whose ids the case already holds are not appended again. `guard(state)` runs
+        on the loaded case before deciding (may the caller act on it?), so that checking and
+        deciding share one read.
         """
         ids: list[str] = []
         name = type(command).__name__
         for attempt in range(1, self.max_attempts + 1):
             state, version, history = await self.load_state(ref)
+            if guard is not None:
+                guard(state)
             produced = list(self.decider.decide(command, state))
             while len(ids) < len(produced):
                 ids.append(event_id(len(ids)) if event_id else new_id())

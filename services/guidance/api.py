@@ -10,17 +10,14 @@ from pydantic import BaseModel, Field
 
 from shared.decider import Decision
 from shared.ids import new_id
-from shared.logging import bind
 from shared.runtime import Kernel
-from shared.store import LoadedCase
-from shared.streams import CaseRef
-from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, not_found,
-                             require_roles)
+from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles)
+from shared.web.cases import CaseFinder
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
-from .desk import GuidanceDesk
+from .desk import CASE, GuidanceDesk
 from .views import DueFacts, case_view, open_items
 
 WIB_OFFSET = timedelta(hours=7)  # office calendar dates (WIB)
@@ -131,37 +128,21 @@ class Worklist(BaseModel):
     cases: list[WorklistCase]
 
 
-def sees(principal: Principal, office: str, case: d.Case) -> bool:
-    return principal.may_read_case(office, case.officer_id, case.is_child)
-
-
 def office_today(now: datetime) -> date:
     return (now + WIB_OFFSET).date()
 
 
 def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["guidance"], responses=PROBLEM_RESPONSES)
-    cases = f'"{kernel.schema}".cases'
+    board = f'"{kernel.schema}".cases'
 
-    async def case_of(principal: Principal, client_id: str, *, reading: bool = False
-                      ) -> tuple[CaseRef, d.Case, LoadedCase]:
-        """The caller's office's case (auditors: any office when reading); 404 otherwise."""
-        bind(client_id=client_id)
-        office = principal.office
-        if reading and "auditor" in principal.roles:
-            row = await kernel.pool.fetchrow(f"SELECT office FROM {cases} WHERE client_id = $1",
-                                             client_id)
-            office = row["office"] if row else office
-        ref = CaseRef(office, client_id)
-        state, loaded = await desk.load(ref)
-        if state.status is d.Status.NEW or not sees(principal, office, state):
-            raise not_found("case")
-        return ref, state, loaded
+    cases = CaseFinder(kernel, d.CONTEXT, CASE, "cases")
 
     async def act(request: Request, principal: Principal, client_id: str, cmd: object,
                   now: datetime) -> Decision:
-        ref, _, _ = await case_of(principal, client_id)
-        return await desk.runner.run(ref, cmd, metadata(request, principal), at=now)
+        ref, guard = await cases.acting(principal, client_id)
+        return await desk.runner.run(ref, cmd, metadata(request, principal), at=now,
+                                     guard=guard)
 
     def changed(client_id: str, decision: Decision) -> ChangedOut:
         return ChangedOut(client_id=client_id, version=decision.version.sequence,
@@ -171,7 +152,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
              "decisions and open items (the read is recorded)")
     async def get_case(client_id: ClientId, request: Request,
                        principal: CurrentPrincipal) -> dict[str, Any]:
-        ref, _, loaded = await case_of(principal, client_id, reading=True)
+        ref, _, loaded = await cases.reading(principal, client_id)
         await kernel.access.record(principal, ref, f"GET /v1/cases/{client_id}",
                                    request.state.correlation_id)
         return case_view(loaded.events, datetime.now(UTC))
@@ -235,7 +216,8 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
                 participants=tuple(body.participants), notes=body.notes,
                 today=office_today(now), group_id=group_id),
             metadata(request, principal), now,
-            may_act=lambda case: sees(principal, principal.office, case))
+            may_act=lambda case: principal.may_read_case(principal.office, case.officer_id,
+                                                           case.is_child))
         return GroupSessionOut(group_id=group_id, client_ids=client_ids)
 
     @api.post("/cases/{client_id}/stage", response_model=ChangedOut,
@@ -291,7 +273,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
             raise Problem(403, "Forbidden", "an officer sees their own worklist; supervisors "
                           "and the head see everyone's", rule="own_worklist")
         rows = await kernel.pool.fetch(
-            f"SELECT * FROM {cases} WHERE office = $1 AND officer_id = $2 AND status = 'OPEN'",
+            f"SELECT * FROM {board} WHERE office = $1 AND officer_id = $2 AND status = 'OPEN'",
             principal.office, officer_id)
         now = datetime.now(UTC)
         listed = []

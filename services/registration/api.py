@@ -20,11 +20,12 @@ from shared.runtime import Kernel
 from shared.streams import CaseRef
 from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, not_found,
                              require_roles)
+from shared.web.cases import CaseFinder
 from shared.web.inputs import PLAIN_TEXT, Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
-from .registrar import Registrar
+from .registrar import CLIENT, Registrar
 
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 OFFICE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -171,6 +172,7 @@ def sees(principal: Principal, office: str, officer_id: str | None, is_child: bo
 def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["clients"], responses=PROBLEM_RESPONSES)
     clients = f'"{kernel.schema}".clients'
+    finder = CaseFinder(kernel, d.CONTEXT, CLIENT, "clients", "client")
 
     async def changeable(principal: Principal, client_id: str) -> tuple[CaseRef, d.Client]:
         """The caller's own office's client, which they may change; 404 otherwise."""
@@ -289,8 +291,8 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
                         active=sum(by_program.values()), by_program=by_program)
 
     async def change(request: Request, principal: Principal, client_id: str, cmd) -> ChangedOut:
-        ref, _ = await changeable(principal, client_id)
-        decision = await registrar.change(ref, cmd, metadata(request, principal), cmd.at)
+        ref, guard = await finder.acting(principal, client_id)
+        decision = await registrar.change(ref, cmd, metadata(request, principal), cmd.at, guard)
         return ChangedOut(client_id=client_id, version=decision.version.sequence,
                           changed=bool(decision.events),
                           events=[e.type for e in decision.events])

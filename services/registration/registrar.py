@@ -93,8 +93,9 @@ class Registrar:
             return Registered(stored.events[0].data, stored.version, duplicate=stored.duplicate)
         raise DomainConflict("the register book was busy; try again", rule="concurrent_change")
 
-    async def change(self, ref: CaseRef, cmd, meta: Metadata, at: datetime) -> Decision:
-        return await self.changes.run(ref, cmd, meta, at=at)
+    async def change(self, ref: CaseRef, cmd, meta: Metadata, at: datetime,
+                     guard: Callable[[Client], None] | None = None) -> Decision:
+        return await self.changes.run(ref, cmd, meta, at=at, guard=guard)
 
     async def transfer(self, ref: CaseRef, cmd: TransferClient, meta: Metadata) -> Decision:
         """Transfer the client out; the NIK index of this office lets the person go."""

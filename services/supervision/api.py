@@ -11,12 +11,9 @@ from pydantic import AwareDatetime, BaseModel, Field
 from shared.decider import CommandRunner, Decider, Decision
 from shared.events import RecordedEvent
 from shared.ids import new_id
-from shared.logging import bind
 from shared.runtime import Kernel
-from shared.store import LoadedCase
-from shared.streams import CaseRef
-from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, not_found,
-                             require_roles)
+from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles)
+from shared.web.cases import CaseFinder
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
@@ -79,35 +76,18 @@ class Board(BaseModel):
     entries: list[BoardEntry]
 
 
-def sees(principal: Principal, office: str, case: d.Supervision) -> bool:
-    return principal.may_read_case(office, case.officer_id, case.is_child)
-
-
 def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["supervision"], responses=PROBLEM_RESPONSES)
     board = f'"{kernel.schema}".board'
     violations = f'"{kernel.schema}".violations'
 
-    async def case_of(principal: Principal, client_id: str, *, reading: bool = False
-                      ) -> tuple[CaseRef, LoadedCase]:
-        bind(client_id=client_id)
-        office = principal.office
-        if reading and "auditor" in principal.roles:
-            row = await kernel.pool.fetchrow(f"SELECT office FROM {board} WHERE client_id = $1",
-                                             client_id)
-            office = row["office"] if row else office
-        ref = CaseRef(office, client_id)
-        loaded = await kernel.store.load(d.CONTEXT, ref)
-        state = SUPERVISION.fold([e.data for e in loaded.events])
-        if state.status is d.Status.NEW or not sees(principal, office, state):
-            raise not_found("supervision case")
-        return ref, loaded
+    cases = CaseFinder(kernel, d.CONTEXT, SUPERVISION, "board", "supervision case")
 
     async def act(request: Request, principal: Principal, client_id: str, cmd: object,
                   now: datetime) -> ChangedOut:
-        ref, _ = await case_of(principal, client_id)
+        ref, guard = await cases.acting(principal, client_id)
         decision: Decision = await runner.run(ref, cmd, metadata(request, principal), at=now,
-                                              identify=d.identify(client_id))
+                                              identify=d.identify(client_id), guard=guard)
         return ChangedOut(client_id=client_id, version=decision.version.sequence,
                           events=[e.type for e in decision.events])
 
@@ -115,7 +95,7 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
              "contacts and violations (the read is recorded)")
     async def get_supervision(client_id: ClientId, request: Request,
                               principal: CurrentPrincipal) -> dict[str, Any]:
-        ref, loaded = await case_of(principal, client_id, reading=True)
+        ref, _, loaded = await cases.reading(principal, client_id)
         await kernel.access.record(principal, ref, f"GET /v1/supervision/{client_id}",
                                    request.state.correlation_id)
         return supervision_view(loaded.events)
