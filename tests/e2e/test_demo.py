@@ -25,11 +25,11 @@ from tests.e2e.test_platform import (
     SERVICES,
     START_TIMEOUT,
     Platform,
-    alive,
     describe,
     environment,
     free_ports,
     run_cli,
+    survivors,
     wait_for,
 )
 
@@ -182,5 +182,5 @@ def test_bapas_demo_fills_a_running_system_with_a_living_office(tmp_path):
         assert lines[-1] == f"{len(events)} events; chain intact", history.stdout
     finally:
         up.kill()
-    left = [p for p in up.seen if alive(p)]
+    left = survivors(up.seen)
     assert not left, describe(left)

@@ -85,9 +85,18 @@ def alive(proc: psutil.Process) -> bool:
 def describe(procs: list[psutil.Process]) -> list[str]:
     out = []
     for p in procs:
-        with contextlib.suppress(psutil.Error):
-            out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        try:
+            out.append(f"{p.pid} [{p.status()}] {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:
+            out.append(f"{p.pid} [gone while described]")
     return out
+
+
+def survivors(procs: list[psutil.Process], timeout: float = 30.0) -> list[psutil.Process]:
+    """The processes still running once `timeout` has passed. A SIGKILLed process in
+    uninterruptible I/O (an fsync on a busy disk) dies only when the I/O ends."""
+    _, left = psutil.wait_procs([p for p in procs if alive(p)], timeout=timeout)
+    return [p for p in left if alive(p)]
 
 
 class Platform:
@@ -205,7 +214,7 @@ class Platform:
             with contextlib.suppress(psutil.Error):
                 if alive(p):
                     p.kill()
-        psutil.wait_procs([p for p in self.seen if alive(p)], timeout=10)
+        survivors(self.seen)
         if hasattr(self, "_stderr"):
             self._stderr.close()
 
@@ -320,8 +329,8 @@ def test_bapas_up_runs_heals_and_stops_leaving_nothing_behind(tmp_path):
         except subprocess.TimeoutExpired:
             pytest.fail(f"bapas up still running {STOP_TIMEOUT:.0f}s after SIGTERM:\n"
                         + "\n".join(describe(up.group_members())) + "\n" + up.report())
-        _, left = psutil.wait_procs([p for p in up.seen if alive(p)], timeout=5)
-        assert not [p for p in left if alive(p)], describe(left)
+        left = survivors(up.seen)
+        assert not left, describe(left)
         assert not up.group_members(), describe(up.group_members())
         assert code == 0, up.report()
         assert up.rest()[-1] == "stopped", up.report()
@@ -348,7 +357,8 @@ def test_bapas_up_refuses_a_taken_port_and_starts_nothing(tmp_path):
                 if name != "supervision":
                     assert f"BAPAS_{name.upper()}_PORT" not in message, message
             assert not up.group_members(), describe(up.group_members())
-            assert not [p for p in up.seen if alive(p)], describe(up.seen)
+            left = survivors(up.seen)
+            assert not left, describe(left)
             assert not (tmp_path / "data" / "run.json").exists()
 
 
