@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import nats
@@ -76,10 +76,53 @@ class AppendResult:
 
 @dataclass(slots=True)
 class _Collector:
+    """The replies to one direct get: its messages, then the status that ends them."""
+
     messages: list[Msg] = field(default_factory=list)
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     status: str | None = None
     single: bool = False  # a plain (not batched) direct get answers with one message
+
+    def take(self, msg: Msg) -> None:
+        if self.done.done():
+            return
+        status = msg.headers.get("Status") if msg.headers else None
+        if status:
+            self.status = status
+            self.done.set_result(None)
+        else:
+            self.messages.append(msg)
+            if self.single:
+                self.done.set_result(None)
+
+
+class _Slots:
+    """The replies to many plain direct gets, one message (or a status) each, in request
+    order; one future for all of them, set when the last has answered."""
+
+    __slots__ = ("messages", "statuses", "left", "done")
+
+    def __init__(self, n: int) -> None:
+        self.messages: list[Msg | None] = [None] * n
+        self.statuses: list[str | None] = [None] * n
+        self.left = n
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        if not n:
+            self.done.set_result(None)
+
+    def taker(self, i: int) -> Callable[[Msg], None]:
+        def take(msg: Msg) -> None:
+            if self.messages[i] is not None or self.statuses[i] is not None:
+                return  # a reply already taken (a duplicate delivery)
+            status = msg.headers.get("Status") if msg.headers else None
+            if status:
+                self.statuses[i] = status
+            else:
+                self.messages[i] = msg
+            self.left -= 1
+            if not self.left and not self.done.done():
+                self.done.set_result(None)
+        return take
 
 
 def decode_message(catalog: EventCatalog, topology: Topology, stream: str, subject: str,
@@ -114,7 +157,7 @@ class EventStore:
         self._batch_slots: dict[str, asyncio.Semaphore] = {}
         self._inbox_prefix: str | None = None
         self._inbox_sub = None
-        self._pending: dict[str, _Collector] = {}
+        self._pending: dict[str, Callable[[Msg], None]] = {}  # reply token -> taker
         self._next_token = 0
 
     # ----------------------------------------------------------------------------- reading
@@ -173,14 +216,34 @@ class EventStore:
             seq = int(last.headers["Nats-Sequence"]) + 1
 
     async def read_seqs(self, stream: str, subject: str, seqs: list[int]) -> list[Msg]:
-        """Messages by stream sequence, all requests in flight at once.
+        """Messages by stream sequence, all requests in flight at once, one deadline.
 
         Reading by subject walks the stream's blocks from one message of the subject to
         the next: a long case spread over a large stream costs the server in proportion to
-        the span. Where the sequences are known (an index), each is one lookup."""
-        replies = await asyncio.gather(*(self._direct_get(stream, {"seq": s}, single=True)
-                                         for s in seqs))
-        out = [m for r in replies for m in r]
+        the span. Where the sequences are known (an index), each is one lookup. A sequence
+        that is gone (deleted, purged) is skipped: the hash chain tells what is missing."""
+        await self._ensure_inbox()
+        api = f"$JS.API.DIRECT.GET.{stream}"
+        slots = _Slots(len(seqs))
+        tokens = []
+        try:
+            for i, seq in enumerate(seqs):
+                token = str(self._next_token)
+                self._next_token += 1
+                self._pending[token] = slots.taker(i)
+                tokens.append(token)
+                await self._nc.publish(api, b'{"seq":%d}' % seq,
+                                       reply=f"{self._inbox_prefix}.{token}")
+            async with asyncio.timeout(self._timeout):
+                await slots.done
+        finally:
+            for token in tokens:
+                self._pending.pop(token, None)
+        for status in slots.statuses:
+            if status not in ("404", None):
+                raise KernelError(f"direct get on {stream} answered status {status} "
+                                  "(is allow_direct set on the stream?)")
+        out = [m for m in slots.messages if m is not None]
         for m in out:
             if m.headers.get("Nats-Subject") != subject:
                 raise KernelError(f"{stream} sequence {m.headers.get('Nats-Sequence')} is on "
@@ -192,7 +255,7 @@ class EventStore:
         token = str(self._next_token)
         self._next_token += 1
         collector = _Collector(single=single)
-        self._pending[token] = collector
+        self._pending[token] = collector.take
         try:
             await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(),
                                    reply=f"{self._inbox_prefix}.{token}")
@@ -214,17 +277,9 @@ class EventStore:
                                                    pending_bytes_limit=1 << 30)
 
     async def _on_reply(self, msg: Msg) -> None:
-        collector = self._pending.get(msg.subject.rsplit(".", 1)[1])
-        if collector is None or collector.done.done():
-            return
-        status = msg.headers.get("Status") if msg.headers else None
-        if status:
-            collector.status = status
-            collector.done.set_result(None)
-        else:
-            collector.messages.append(msg)
-            if collector.single:
-                collector.done.set_result(None)
+        take = self._pending.get(msg.subject.rsplit(".", 1)[1])
+        if take is not None:
+            take(msg)
 
     # ----------------------------------------------------------------------------- writing
 

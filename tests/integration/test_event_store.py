@@ -10,7 +10,7 @@ import pytest
 
 from shared.decider import CommandRunner, Decider
 from shared.envelope import GENESIS_HASH, Envelope, ce_type, format_time, verify_chain
-from shared.errors import ConcurrencyError, DomainError
+from shared.errors import ConcurrencyError, DomainError, KernelError
 from shared.events import EventCatalog, Metadata, NewEvent
 from shared.ids import derived_id, new_id
 from shared.store import CaseVersion, EventStore
@@ -233,6 +233,26 @@ async def test_the_last_event_of_a_case_is_read_alone(store):
     last = await store.last("ledger", ref)
     assert last.messages_read == 1 and last.events[0].data == Credited(amount=39)
     assert last.version == v
+
+
+async def test_events_read_by_sequence_come_in_order_and_a_missing_one_is_skipped(store):
+    ref, other = case(), case()
+    v, w = CaseVersion.new(), CaseVersion.new()
+    for amount in range(1, 30):  # two cases interleaved, so the sequences have gaps
+        data = AccountOpened(owner="a") if amount == 1 else Credited(amount=amount)
+        v = (await store.append("ledger", ref, [ev(data)], v)).version
+        w = (await store.append("ledger", other, [ev(data)], w)).version
+    stream, subject = store.topology.stream("ledger"), store.topology.subject("ledger", ref)
+    seqs = [int(m.headers["Nats-Sequence"]) for m in await store.read_subject(stream, subject)]
+    assert len(seqs) == 29
+    beyond = seqs[-1] + 1_000  # the streams deny deletes: a sequence not stored yet
+
+    read = await store.read_seqs(stream, subject, [*seqs[:7], beyond, *seqs[7:]])
+    assert [int(m.headers["Nats-Sequence"]) for m in read] == seqs
+    assert [m.data for m in read] == [m.data for m in await store.read_subject(stream, subject)]
+    assert await store.read_seqs(stream, subject, []) == []
+    with pytest.raises(KernelError, match="not " + subject.replace(".", r"\.")):
+        await store.read_seqs(stream, subject, [seqs[0], seqs[0] + 1])  # +1: the other case
 
 
 async def test_two_writers_of_the_same_facts_at_once_store_them_once(store):
