@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from services.guidance import domain as guidance
 from services.registration import domain as registration
 from services.supervision import domain as supervision
@@ -59,7 +61,10 @@ class StoredEvent:
     def time(self) -> datetime:
         return parse_time(self.envelope.time)
 
-    def as_dict(self, with_data: bool = True) -> dict[str, Any]:
+    def as_dict(self, with_data: bool = True, *, data_as_json: bool = False) -> dict[str, Any]:
+        """The event as an answer shows it. With `data_as_json` the data is serialised by
+        pydantic straight to JSON and embedded as it is (for orjson), not built as objects
+        only to be encoded again."""
         env = self.envelope
         out = {"id": env.id, "type": env.type, "context": self.context,
                "office": env.office, "client_id": env.client_id, "sequence": env.sequence,
@@ -68,41 +73,58 @@ class StoredEvent:
                "stream_seq": self.stream_seq, "hash": env.hash, "prevhash": env.prevhash,
                "link_holds": self.link_holds}
         if with_data:
-            out["data"] = self.data
+            if not data_as_json:
+                out["data"] = self.data
+            else:
+                out["data"] = (orjson.Fragment(self.model.model_dump_json())
+                               if self.model is not None else None)
         if self.problem:
             out["problem"] = self.problem
         return out
 
 
-SeqIndex = Callable[[str, str], Awaitable[list[int]]]
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """One event of a case as the audit's event index holds it: where it lies and, when the
+    copy was asked for, its headers and exact body."""
+
+    seq: int
+    headers: dict[str, str] | None = None
+    body: bytes | None = None
+
+
+CaseIndex = Callable[[str, str], Awaitable[list[Indexed]]]  # (subject, stream) -> in order
 
 
 async def read_case(store: EventStore, catalog: EventCatalog, context: str, ref: CaseRef,
-                    index: SeqIndex | None = None) -> list[StoredEvent]:
+                    index: CaseIndex | None = None) -> list[StoredEvent]:
     """A case's messages in one context, each link checked in stream order.
 
-    With an index of where the case's events lie, those are fetched by sequence and only
-    the tail the index has not seen yet is read by subject."""
+    The events the index knows are taken from its copy, or fetched from the stream by
+    sequence where it gives none; the tail it has not seen yet is read by subject."""
     stream = store.topology.stream(context)
     subject = store.topology.subject(context, ref)
     known = await index(subject, stream) if index else []
-    messages = await store.read_seqs(stream, subject, known) if known else []
-    messages += await store.read_subject(stream, subject,
-                                         from_seq=known[-1] + 1 if known else 1)
+    records = [(k.seq, k.headers, k.body) for k in known if k.body is not None]
+    if len(records) < len(known):
+        fetched = await store.read_seqs(stream, subject, [k.seq for k in known if k.body is None])
+        records += [(int(m.headers["Nats-Sequence"]), m.headers, m.data) for m in fetched]
+        records.sort(key=lambda r: r[0])
+    tail = await store.read_subject(stream, subject, from_seq=known[-1].seq + 1 if known else 1)
+    records += [(int(m.headers["Nats-Sequence"]), m.headers, m.data) for m in tail]
     out: list[StoredEvent] = []
     prevhash, prevseq = GENESIS_HASH, 0
-    for m in messages:
-        seq = int(m.headers["Nats-Sequence"])
-        env = Envelope.from_headers(m.headers, subject, seq)
-        holds = (env.computed_hash(m.data) == env.hash and env.prevhash == prevhash
+    for seq, headers, body in records:
+        env = Envelope.from_headers(headers, subject, seq)
+        holds = (env.computed_hash(body) == env.hash and env.prevhash == prevhash
                  and env.sequence == prevseq + 1)
         prevhash, prevseq = env.hash, env.sequence
         try:  # the envelope is parsed already: decode the body alone
             name, version = parse_ce_type(env.type)
-            model, problem = catalog.decode(name, version, m.data), None
+            model, problem = catalog.decode(name, version, body), None
         except (ValueError, LookupError) as exc:  # unknown type or version, invalid body
             model, problem = None, str(EventDecodeError(subject, seq, str(exc)))
-        out.append(StoredEvent(context, ref, stream, seq, dict(m.headers), m.data, env,
+        out.append(StoredEvent(context, ref, stream, seq, dict(headers), body, env,
                                holds, model, problem))
     return out
 
@@ -125,7 +147,7 @@ async def lineage(index, client_id: str) -> list[CaseRef]:
 
 
 async def history(store: EventStore, catalog: EventCatalog, refs: list[CaseRef],
-                  index: SeqIndex | None = None) -> list[StoredEvent]:
+                  index: CaseIndex | None = None) -> list[StoredEvent]:
     cases = await asyncio.gather(*(read_case(store, catalog, context, ref, index)
                                    for ref in refs for context in CASE_CONTEXTS))
     events = [e for case in cases for e in case]
@@ -160,6 +182,27 @@ def verify(events: list[StoredEvent]) -> dict[str, Any]:
                     "broken_at": result.broken_at, "event_id": result.event_id,
                     "reason": result.reason, "detail": result.detail}
     return {"intact": True, "checked": checked, "cases": len(by_case)}
+
+
+def compare_copy(stored: list[StoredEvent], copied: list[StoredEvent]) -> dict[str, Any]:
+    """Whether the audit's copy of the events holds exactly what the streams hold: the
+    first event where they differ, and how."""
+    truth = {(e.stream, e.stream_seq): e for e in stored}
+    copy = {(e.stream, e.stream_seq): e for e in copied}
+    for key in sorted(truth.keys() | copy.keys()):
+        a, b = truth.get(key), copy.get(key)
+        if a is not None and b is not None and a.body == b.body and a.envelope == b.envelope:
+            continue
+        if a is None:
+            detail = "the copy holds an event the stream does not"
+        elif b is None:
+            detail = "the stream holds an event the copy does not"
+        else:
+            detail = "the copy differs from the stream"
+        event = a or b
+        return {"matches": False, "checked": len(truth), "stream": key[0], "stream_seq": key[1],
+                "event_id": event.envelope.id, "detail": detail}
+    return {"matches": True, "checked": len(truth)}
 
 
 def bundle(client_id: str, events: list[StoredEvent], exported_at: datetime) -> dict[str, Any]:

@@ -18,14 +18,17 @@ server is restarted with the shipped profile before anything is measured. On som
 servers (BAPAS_* URLs) the fill runs at whatever their fsync allows.
 
 Then the audit service runs in this process (`Kernel.connect`, `build_app`, its projections
-started, uvicorn on a loopback port), its client index and event index read the streams,
-and six reads are timed in rotating order, so that they share conditions:
+started, uvicorn on a loopback port), its client index and event index (where each event
+lies, and a copy of it) read the streams, and seven reads are timed in rotating order, so
+that they share conditions:
 
 - HTTP history (ours): GET /v1/audit/clients/{id}/history of the spread case: the client
-  index lookup, the case's sequences from the event index, its events fetched by sequence,
-  each decoded and its link checked, the merge by time, the JSON answer;
+  index lookup, the case's events from the audit's copy, each decoded and its link
+  checked, the merge by time, the JSON answer;
 - `history()` in-process: the same without the client lookup, HTTP or JSON;
-- raw by seq: the same events fetched by sequence with plain nats-py requests;
+- raw copy: the same rows with a plain asyncpg query, nothing decoded;
+- raw by seq: the same events read back from the streams by sequence with plain nats-py
+  requests (what verify and export do);
 - raw by subject: the three subjects walked with batched Direct Gets (what reading a case
   by its subject costs: it grows with how much of the stream the case spans);
 - HTTP history and raw by subject of the burst case.
@@ -62,6 +65,7 @@ from uuid_utils import uuid7
 
 from services.audit.app import definition as audit_service
 from services.audit.history import CASE_CONTEXTS, history
+from services.audit.projections import EventIndex
 from services.guidance import domain as gd
 from services.registration import domain as rg
 from services.supervision import domain as sv
@@ -481,7 +485,7 @@ class Timings:
 
 async def measure(kernel: Kernel, http: httpx.AsyncClient, raw: RawReader,
                   headers: dict[str, str], server_pid: int | None) -> Timings:
-    """Five kinds of read, each SAMPLES times after WARMUP rounds, in rotating order."""
+    """Each kind of read SAMPLES times after WARMUP rounds, in rotating order."""
     t = Timings({})
 
     def over_http(ref: CaseRef) -> Callable[[], Awaitable[bytes]]:
@@ -495,16 +499,12 @@ async def measure(kernel: Kernel, http: httpx.AsyncClient, raw: RawReader,
             return resp.content
         return read
 
-    s = quote_ident(kernel.schema)
-
-    async def index(subject: str, stream: str) -> list[int]:
-        rows = await kernel.pool.fetch(f"SELECT seq FROM {s}.event_seqs WHERE subject = $1 "
-                                       "AND stream = $2 ORDER BY seq", subject, stream)
-        return [r["seq"] for r in rows]
+    copies = EventIndex.reader(kernel.pool, kernel.schema, copy=True)
+    seqs_of = EventIndex.reader(kernel.pool, kernel.schema, copy=False)
 
     def in_process(ref: CaseRef) -> Callable[[], Awaitable[None]]:
         async def read() -> None:
-            await history(kernel.store, kernel.catalog, [ref], index)
+            await history(kernel.store, kernel.catalog, [ref], copies)
         return read
 
     def raw_read(ref: CaseRef) -> Callable[[], Awaitable[None]]:
@@ -517,15 +517,25 @@ async def measure(kernel: Kernel, http: httpx.AsyncClient, raw: RawReader,
         return read
 
     # the spread case's sequences, known before the clock starts (as the index knows them)
-    spread_seqs = [(kernel.topology.stream(c), await index(
-        kernel.topology.subject(c, SPREAD), kernel.topology.stream(c))) for c in CASE_CONTEXTS]
+    spread = [(kernel.topology.stream(c), kernel.topology.subject(c, SPREAD))
+              for c in CASE_CONTEXTS]
+    spread_seqs = [(stream, [k.seq for k in await seqs_of(subject, stream)])
+                   for stream, subject in spread]
 
     async def raw_by_seq() -> None:
         await asyncio.gather(*(raw.read_seqs(stream, seqs) for stream, seqs in spread_seqs))
 
+    table = f"{quote_ident(kernel.schema)}.case_events"
+
+    async def raw_copy() -> None:
+        await asyncio.gather(*(kernel.pool.fetch(
+            f"SELECT seq, headers, body FROM {table} WHERE subject = $1 AND stream = $2 "
+            "ORDER BY seq", subject, stream) for stream, subject in spread))
+
     kinds: dict[str, tuple[CaseRef, Callable[[], Awaitable[bytes | None]]]] = {
         "http": (SPREAD, over_http(SPREAD)), "history": (SPREAD, in_process(SPREAD)),
-        "raw": (SPREAD, raw_read(SPREAD)), "raw_seq": (SPREAD, raw_by_seq),
+        "raw_copy": (SPREAD, raw_copy), "raw": (SPREAD, raw_read(SPREAD)),
+        "raw_seq": (SPREAD, raw_by_seq),
         "burst_http": (BURST, over_http(BURST)), "burst_raw": (BURST, raw_read(BURST))}
     t.series = {name: Series() for name in kinds}
 
@@ -705,20 +715,23 @@ def report(t: Timings, n_case: int, total: int, *, server_cpu: bool) -> None:
     s = t.series
     by_subject = f"{len(CASE_CONTEXTS)} subjects, batched Direct Gets"
     by_seq = "the same events, Direct Get by seq"
-    names = {"raw": by_subject, "burst_raw": by_subject, "raw_seq": by_seq}
+    copy = "the copy, plain asyncpg SELECT"
+    names = {"raw": by_subject, "burst_raw": by_subject, "raw_seq": by_seq, "raw_copy": copy}
 
     def latency(name: str, kind: str, raw: str, target: Target | None = None) -> list[Figure]:
         return [Figure(f"{name}, p{q}", percentile(s[kind].wall, q / 100), "ms", names[raw],
                        percentile(s[raw].wall, q / 100), target if q == 99 else None)
                 for q in (50, 99)]
 
-    figures = [*latency("spread case, HTTP history", "http", "raw_seq", TARGET_P99_MS),
+    figures = [*latency("spread case, HTTP history", "http", "raw_copy", TARGET_P99_MS),
+               *latency("spread case, HTTP history", "http", "raw_seq"),
                *latency("spread case, HTTP history", "http", "raw"),
-               *latency("spread case, history() in-process", "history", "raw_seq"),
+               *latency("spread case, history() in-process", "history", "raw_copy"),
                *latency("burst case, HTTP history", "burst_http", "burst_raw")]
-    cpu = [("spread case, HTTP history", "http", "raw_seq"),
-           ("spread case, history() in-process", "history", "raw_seq"),
-           ("spread case, raw by subject", "raw", "raw_seq"),
+    cpu = [("spread case, HTTP history", "http", "raw_copy"),
+           ("spread case, history() in-process", "history", "raw_copy"),
+           ("spread case, raw by seq", "raw_seq", "raw_copy"),
+           ("spread case, raw by subject", "raw", "raw_copy"),
            ("burst case, HTTP history", "burst_http", "burst_raw")]
     if server_cpu:
         figures += [Figure(f"nats-server CPU per read, {name}", s[k].per_read(s[k].server_cpu_ms),
@@ -730,14 +743,15 @@ def report(t: Timings, n_case: int, total: int, *, server_cpu: bool) -> None:
     print(format_table(figures))
     worst = ", ".join(f"{k} {v.wall[-1]:.1f}" for k, v in s.items())
     print(f"\nEach case's history holds {n_case} events of a {total:,}-event store. "
-          f"{SAMPLES} reads of each kind after {WARMUP} warm-up rounds, the six kinds in "
+          f"{SAMPLES} reads of each kind after {WARMUP} warm-up rounds, the {len(s)} kinds in "
           "rotating order. HTTP history: GET /v1/audit/clients/{id}/history on loopback to the "
-          "audit service in this process (client index lookup, the case's sequences from the "
-          "event index, its events fetched by sequence, decoding, link checks, merge by time, "
-          "JSON; uvicorn and the httpx client share this process and its CPU). history(): the "
-          "sequences, reads, decoding, link checks and merge alone. Raw by seq: the same "
-          "events fetched by sequence with plain nats-py requests; raw by subject: the three "
-          "subjects walked with batched Direct Gets; nothing decoded. ratio = ours / raw: how many "
+          "audit service in this process (client index lookup, the case's events from the "
+          "audit's copy, decoding, link checks, merge by time, JSON; uvicorn and the httpx "
+          "client share this process and its CPU). history(): the copy's query, decoding, "
+          "link checks and merge alone. Raw copy: the same rows with a plain asyncpg query; "
+          "raw by seq: the same events read back from the streams by sequence with plain "
+          "nats-py requests (what verify and export do); raw by subject: the three subjects "
+          "walked with batched Direct Gets; nothing decoded. ratio = ours / raw: how many "
           "times the raw latency (or CPU) we take. CPU per read: this process from "
           "process_time, nats-server from /proc (10 ms ticks, averaged). Slowest read, ms: "
           f"{worst}.")

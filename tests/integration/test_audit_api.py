@@ -167,6 +167,7 @@ async def test_verify_finds_an_altered_event_and_a_gap(svc, settings, nc, server
                                  if c == "guidance" else b)
     result = await verify_in(altered)
     assert result["intact"] is False and result["reason"] == "altered"
+    assert result["copy"]["matches"] is True  # the audit copied what the stream holds
     assert result["context"] == "guidance"
     advanced = next(m for m in originals["guidance"] if b'"LANJUTAN"' in m.data)
     assert result["event_id"] == advanced.headers["ce-id"]
@@ -263,13 +264,44 @@ async def test_the_event_index_reads_the_same_history_as_the_subjects(svc):
     reg, gd, sv, au = svc
     cid, _ = await a_busy_case(reg, gd, sv)
     doc = (await history_of(au, cid)).json()
-    schema = au.kernel.schema
+    copies = f'"{au.kernel.schema}".case_events'
     await eventually(lambda: au.kernel.pool.fetchval(
-        f'SELECT count(*) FROM "{schema}".event_seqs WHERE subject LIKE $1', f"%.{cid}"),
+        f"SELECT count(*) FROM {copies} WHERE subject LIKE $1", f"%.{cid}"),
         equals=len(doc["events"]))
     indexed = (await au.http.get(f"/v1/audit/clients/{cid}/history",
                                  headers=auditor(au))).json()
     by_subject = await read_history(au.kernel.store, au.kernel.catalog,
                                     [CaseRef("jaksel", cid)])
     assert [e["id"] for e in indexed["events"]] == [e.envelope.id for e in by_subject]
+    assert [e["data"] for e in indexed["events"]] == [e.data for e in by_subject]
     assert indexed["intact"]
+    verified = (await au.http.get(f"/v1/audit/clients/{cid}/verify", headers=auditor(au))).json()
+    assert verified["intact"] is True
+    assert verified["copy"] == {"matches": True, "checked": len(by_subject)}
+
+
+async def test_an_altered_copy_shows_in_history_and_verify_tells_it_from_the_streams(svc):
+    reg, gd, sv, au = svc
+    cid, _ = await a_busy_case(reg, gd, sv)
+    doc = (await history_of(au, cid)).json()
+    copies = f'"{au.kernel.schema}".case_events'
+    await eventually(lambda: au.kernel.pool.fetchval(
+        f"SELECT count(*) FROM {copies} WHERE subject LIKE $1", f"%.{cid}"),
+        equals=len(doc["events"]))
+    advanced = next(e for e in doc["events"] if e["type"].startswith("bapas.StageAdvanced."))
+    changed = await au.kernel.pool.execute(
+        f"UPDATE {copies} SET body = convert_to(replace(convert_from(body, 'UTF8'), "
+        "'\"LANJUTAN\"', '\"AKHIR\"'), 'UTF8') WHERE subject LIKE $1 AND headers->>'ce-id' = $2",
+        f"%.{cid}", advanced["id"])
+    assert changed == "UPDATE 1"
+
+    after = (await au.http.get(f"/v1/audit/clients/{cid}/history", headers=auditor(au))).json()
+    assert after["intact"] is False
+    broken = [e["id"] for e in after["events"] if not e["link_holds"]]
+    assert broken == [advanced["id"]]
+
+    verified = (await au.http.get(f"/v1/audit/clients/{cid}/verify", headers=auditor(au))).json()
+    assert verified["intact"] is True  # the streams hold what was written
+    assert verified["copy"]["matches"] is False
+    assert verified["copy"]["event_id"] == advanced["id"]
+    assert verified["copy"]["detail"] == "the copy differs from the stream"
