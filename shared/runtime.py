@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import signal
 import sys
@@ -244,12 +245,22 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
+def settle_heap() -> None:
+    """Take what start-up built (modules, schemas, routes) out of the garbage collector's
+    sight, once a service is up: a full collection then walks only what requests allocate.
+    `bapas bench audit` saw full collections over the start-up heap pause a 20 ms history
+    answer for 60 ms; with the heap frozen they took about a millisecond."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(defn: ServiceDefinition, settings: Settings) -> None:
     kernel = await Kernel.connect(defn.name, settings, defn.registries)
     try:
         parts = defn.build(kernel)
         app = build_app(defn, kernel, parts)
         await kernel.start(parts)
+        settle_heap()
         config = uvicorn.Config(app, host=settings.host, port=settings.port(defn.name),
                                 log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=10)

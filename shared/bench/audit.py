@@ -76,7 +76,7 @@ from ..events import Event, EventCatalog, Metadata, NewEvent
 from ..ids import new_id
 from ..local.servers import free_port
 from ..logging import configure_logging
-from ..runtime import Kernel, build_app
+from ..runtime import Kernel, build_app, settle_heap
 from ..settings import Settings
 from ..store import DIRECT_GET_BATCH, CaseVersion, EventStore
 from ..streams import CONTEXT_STREAMS, CaseRef, Topology, ensure_streams
@@ -612,6 +612,7 @@ async def audit_over_http(endpoints: Endpoints, namespace: str
         parts = audit_service.build(kernel)
         app = build_app(audit_service, kernel, parts)
         await kernel.start(parts)
+        settle_heap()
         port = free_port()
         server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                             access_log=False, lifespan="off"))
