@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import asyncpg
 import orjson
+import structlog
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import AwareDatetime
 
@@ -19,10 +21,20 @@ from shared.web.auth import CurrentPrincipal, Principal, not_found, require_role
 from shared.web.inputs import PLAIN_TEXT
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
-from .history import bundle, compare_copy, history, lineage, state_as_of, verify
+from .history import (
+    CaseIndex,
+    StoredEvent,
+    bundle,
+    compare_copy,
+    history,
+    lineage,
+    state_as_of,
+    verify,
+)
 from .projections import EventIndex
 
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+log = structlog.get_logger("bapas.audit")
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id")]
 
 
@@ -51,11 +63,22 @@ def build_router(kernel: Kernel) -> APIRouter:
     copies = EventIndex.reader(kernel.pool, kernel.schema, copy=True)
     seqs = EventIndex.reader(kernel.pool, kernel.schema, copy=False)
 
+    async def read(refs: list[CaseRef], index: CaseIndex) -> list[StoredEvent] | None:
+        """The events through the event index; None while it has no table yet (a new
+        version of it is being built, after an upgrade, and is not switched to)."""
+        try:
+            return await history(kernel.store, kernel.catalog, refs, index)
+        except asyncpg.UndefinedTableError:
+            log.warning("event index not built yet: reading the case by its subjects")
+            return None
+
     async def events_of(principal: Principal, client_id: str, *, from_streams: bool = False):
         """The client's events from the audit's copy, or read back from the streams."""
         refs = await cases_of(principal, client_id)
-        return refs, await history(kernel.store, kernel.catalog, refs,
-                                   seqs if from_streams else copies)
+        events = await read(refs, seqs if from_streams else copies)
+        if events is None:
+            events = await history(kernel.store, kernel.catalog, refs)
+        return refs, events
 
     @api.get("/clients/{client_id}/history",
              summary="Every context's events of the client in time order, links checked")
@@ -84,8 +107,10 @@ def build_router(kernel: Kernel) -> APIRouter:
                      "link and why; and whether the audit's copy matches the streams")
     async def get_verify(client_id: ClientId, principal: CurrentPrincipal) -> dict[str, Any]:
         refs, stored = await events_of(principal, client_id, from_streams=True)
-        copied = await history(kernel.store, kernel.catalog, refs, copies)
-        return {"client_id": client_id, **verify(stored), "copy": compare_copy(stored, copied)}
+        copied = await read(refs, copies)
+        copy = (compare_copy(stored, copied) if copied is not None else
+                {"matches": None, "detail": "the audit's event index is being built"})
+        return {"client_id": client_id, **verify(stored), "copy": copy}
 
     @api.get("/clients/{client_id}/export",
              summary="A self-contained bundle of the client's events and a manifest of hashes")

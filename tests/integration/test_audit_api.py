@@ -305,3 +305,22 @@ async def test_an_altered_copy_shows_in_history_and_verify_tells_it_from_the_str
     assert verified["copy"]["matches"] is False
     assert verified["copy"]["event_id"] == advanced["id"]
     assert verified["copy"]["detail"] == "the copy differs from the stream"
+
+
+async def test_while_the_event_index_is_not_built_history_reads_the_streams(svc):
+    reg, gd, sv, au = svc
+    cid, _ = await a_busy_case(reg, gd, sv)
+    doc = (await history_of(au, cid)).json()
+    schema = au.kernel.schema
+    definition = await au.kernel.pool.fetchval("SELECT pg_get_viewdef($1::regclass)",
+                                               f'"{schema}".case_events')
+    await au.kernel.pool.execute(f'DROP VIEW "{schema}".case_events')  # as before a switch
+    try:
+        r = await au.http.get(f"/v1/audit/clients/{cid}/history", headers=auditor(au))
+        assert r.status_code == 200, r.text
+        assert [e["id"] for e in r.json()["events"]] == [e["id"] for e in doc["events"]]
+        verified = (await au.http.get(f"/v1/audit/clients/{cid}/verify",
+                                      headers=auditor(au))).json()
+        assert verified["intact"] is True and verified["copy"]["matches"] is None
+    finally:
+        await au.kernel.pool.execute(f'CREATE VIEW "{schema}".case_events AS {definition}')
