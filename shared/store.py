@@ -19,8 +19,16 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from .envelope import (GENESIS_HASH, ChainCheck, Envelope, ce_type, format_time, parse_ce_type,
-                       parse_time, verify_chain)
+from .envelope import (
+    GENESIS_HASH,
+    ChainCheck,
+    Envelope,
+    ce_type,
+    format_time,
+    parse_ce_type,
+    parse_time,
+    verify_chain,
+)
 from .errors import AppendError, ConcurrencyError, EventDecodeError, KernelError
 from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, UnknownEventType
 from .ids import new_id
@@ -199,6 +207,12 @@ class EventStore:
         return verify_chain([(Envelope.from_headers(m.headers, subject,
                                                     int(m.headers["Nats-Sequence"])), m.data)
                              for m in messages])
+
+    async def last_message(self, stream: str, subject: str) -> Msg | None:
+        """The subject's last stored message, raw; None if it has none. One lookup however
+        far back it lies (the server keeps each subject's last block)."""
+        messages = await self._direct_get(stream, {"last_by_subj": subject}, single=True)
+        return messages[0] if messages else None
 
     async def read_subject(self, stream: str, subject: str, *, from_seq: int = 1) -> list[Msg]:
         """Raw messages of one exact subject via batched Direct Get (no helper in nats-py)."""

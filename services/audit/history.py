@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from nats.aio.msg import Msg
 
 from services.guidance import domain as guidance
 from services.registration import domain as registration
@@ -96,6 +97,21 @@ class Indexed:
 CaseIndex = Callable[[str, str], Awaitable[list[Indexed]]]  # (subject, stream) -> in order
 
 
+async def read_tail(store: EventStore, stream: str, subject: str, indexed: int) -> list[Msg]:
+    """The subject's messages after sequence `indexed`, the last its index knows.
+
+    Asking for the next message after a case's last one walks the stream from there to its
+    end: about 3 ms at 100,000 events for a case whose last event lies far back, growing
+    with the stream. The subject's last sequence is one lookup (about 0.3 ms), so the walk
+    is made only when the index has not seen everything yet."""
+    if not indexed:
+        return await store.read_subject(stream, subject)
+    last = await store.last_message(stream, subject)
+    if last is None or int(last.headers["Nats-Sequence"]) <= indexed:
+        return []
+    return await store.read_subject(stream, subject, from_seq=indexed + 1)
+
+
 async def read_case(store: EventStore, catalog: EventCatalog, context: str, ref: CaseRef,
                     index: CaseIndex | None = None) -> list[StoredEvent]:
     """A case's messages in one context, each link checked in stream order.
@@ -110,7 +126,7 @@ async def read_case(store: EventStore, catalog: EventCatalog, context: str, ref:
         fetched = await store.read_seqs(stream, subject, [k.seq for k in known if k.body is None])
         records += [(int(m.headers["Nats-Sequence"]), m.headers, m.data) for m in fetched]
         records.sort(key=lambda r: r[0])
-    tail = await store.read_subject(stream, subject, from_seq=known[-1].seq + 1 if known else 1)
+    tail = await read_tail(store, stream, subject, known[-1].seq if known else 0)
     records += [(int(m.headers["Nats-Sequence"]), m.headers, m.data) for m in tail]
     out: list[StoredEvent] = []
     prevhash, prevseq = GENESIS_HASH, 0
