@@ -2,12 +2,14 @@
 
 The store is filled with valid bapas events of the three case contexts (registration,
 guidance, supervision) for many clients, five events each, interleaved as cases grow side
-by side over months, and with two long cases of `case_events` events each, in the target's
-office. The spread case, the one the target is about, is appended all through the fill,
-one event every few thousand, so its events lie far apart in every stream, as a case's do
-after years beside many others. The burst case, the same events, is appended in one go at
-the end: it tells what the same history costs when its events lie together. Both are
-appended with `EventStore.append`; the bulk carries the same CloudEvents headers and hash
+by side over months, and with three long cases of `case_events` events each, in the
+target's office. The spread case, the one the target is about, is appended all through the
+fill, one event every few thousand, so its events lie far apart in every stream, as a
+case's do after years beside many others. The burst case, the same events, is appended in
+one go at the end: it tells what the same history costs when its events lie together. The
+old case, the same events again, is appended in one go at the start, as a case closed years
+ago: nothing of it lies near the end of the streams. All three are appended with
+`EventStore.append`; the bulk carries the same CloudEvents headers and hash
 chains, built with the same envelope code, so every message reads back as an event.
 
 The fill is not what is measured. A million appends at one fsync each would take many
@@ -19,7 +21,7 @@ servers (BAPAS_* URLs) the fill runs at whatever their fsync allows.
 
 Then the audit service runs in this process (`Kernel.connect`, `build_app`, its projections
 started, uvicorn on a loopback port), its client index and event index (where each event
-lies, and a copy of it) read the streams, and seven reads are timed in rotating order, so
+lies, and a copy of it) read the streams, and nine reads are timed in rotating order, so
 that they share conditions:
 
 - HTTP history (ours): GET /v1/audit/clients/{id}/history of the spread case: the client
@@ -31,7 +33,7 @@ that they share conditions:
   requests (what verify and export do);
 - raw by subject: the three subjects walked with batched Direct Gets (what reading a case
   by its subject costs: it grows with how much of the stream the case spans);
-- HTTP history and raw by subject of the burst case.
+- HTTP history and raw by subject of the burst case and of the old case.
 
 Besides latencies, the CPU each kind of read costs this process and nats-server is
 reported: on a shared machine wall times move with the neighbours' load, CPU much less.
@@ -69,6 +71,7 @@ from services.audit.projections import EventIndex
 from services.guidance import domain as gd
 from services.registration import domain as rg
 from services.supervision import domain as sv
+
 from .. import natsfast
 from ..db import quote_ident
 from ..envelope import GENESIS_HASH, Envelope, ce_type, chain_hash, format_time
@@ -80,8 +83,19 @@ from ..runtime import Kernel, build_app, settle_heap
 from ..settings import Settings
 from ..store import DIRECT_GET_BATCH, CaseVersion, EventStore
 from ..streams import CONTEXT_STREAMS, CaseRef, Topology, ensure_streams
-from ._common import (Endpoints, Figure, Stopwatch, Target, bench_servers, format_table,
-                      machine_summary, percentile, progress, server_versions, set_nats_sync)
+from ._common import (
+    Endpoints,
+    Figure,
+    Stopwatch,
+    Target,
+    bench_servers,
+    format_table,
+    machine_summary,
+    percentile,
+    progress,
+    server_versions,
+    set_nats_sync,
+)
 
 __all__ = ["run"]
 
@@ -89,6 +103,8 @@ OFFICE = "jaksel"                  # the target's office
 OFFICES = ("jaksel", "jakpus", "jaktim", "bandung", "surabaya")  # the bulk's, in turn
 SPREAD = CaseRef(OFFICE, "audit-spread-0001")  # the target: appended all through the fill
 BURST = CaseRef(OFFICE, "audit-burst-0001")    # the same events, appended in one go at the end
+OLD = CaseRef(OFFICE, "audit-old-0001")        # the same events, in one go at the start
+LONG_CASES = (SPREAD, BURST, OLD)
 EVENTS_PER_CLIENT = 5              # registration 1, guidance 2, supervision 2
 SAMPLES = 300                      # per figure, after the warm-up
 WARMUP = 20
@@ -332,7 +348,7 @@ async def stream_counts(js: JetStreamContext, topology: Topology) -> tuple[dict[
 async def fill(endpoints: Endpoints, topology: Topology, catalog: EventCatalog, events: int,
                plan: CasePlan) -> Filled:
     """`events` events in the three streams: the bulk, the spread case's events at even
-    places among it, and at the end the burst case's in one go."""
+    places among it, the old case's in one go before it, the burst case's in one go after."""
     relaxed = set_nats_sync(endpoints, False)
     if relaxed:
         progress("nats-server restarted without sync_interval: always, for the fill only")
@@ -340,7 +356,7 @@ async def fill(endpoints: Endpoints, topology: Topology, catalog: EventCatalog, 
         progress("someone else's servers: the fill runs at their fsync rate (slow under "
                  "sync_interval: always)")
     n_case = len(plan.events)
-    n_bulk = max(0, events - 2 * n_case)
+    n_bulk = max(0, events - len(LONG_CASES) * n_case)
     clients = -(-n_bulk // EVENTS_PER_CLIENT)
     nc = await nats.connect(endpoints.nats_url, max_reconnect_attempts=3,
                             pending_size=64 * 1024 * 1024)
@@ -349,8 +365,11 @@ async def fill(endpoints: Endpoints, topology: Topology, catalog: EventCatalog, 
         await ensure_streams(js, topology, contexts=CONTEXT_STREAMS)
         store = EventStore(nc, topology, catalog)
         spread, burst = CaseWriter(store, plan, SPREAD), CaseWriter(store, plan, BURST)
+        old = CaseWriter(store, plan, OLD)
         every = max(1, n_bulk // n_case)  # one of the spread case's events before each share
         with Stopwatch() as sw:
+            while not old.done:
+                await old.append_next()
             sent = 0
             for subject, body, headers in itertools.islice(Bulk(topology, clients).messages(),
                                                            n_bulk):
@@ -369,7 +388,7 @@ async def fill(endpoints: Endpoints, topology: Topology, catalog: EventCatalog, 
             while not burst.done:
                 await burst.append_next()
             # core publishes are stored when the streams hold them all
-            want, seen, since = n_bulk + 2 * n_case, -1, time.monotonic()
+            want, seen, since = n_bulk + len(LONG_CASES) * n_case, -1, time.monotonic()
             while True:
                 counts, size = await stream_counts(js, topology)
                 total = sum(counts.values())
@@ -383,7 +402,7 @@ async def fill(endpoints: Endpoints, topology: Topology, catalog: EventCatalog, 
                     break
                 await asyncio.sleep(0.2)
         progress(f"filled {total:,} events in {sw.seconds:.1f} s ({sw.rate(total):,.0f}/s)")
-        return Filled(total, counts, size, sw.seconds, clients + 2, relaxed)
+        return Filled(total, counts, size, sw.seconds, clients + len(LONG_CASES), relaxed)
     finally:
         await nc.close()
         if relaxed:
@@ -536,7 +555,8 @@ async def measure(kernel: Kernel, http: httpx.AsyncClient, raw: RawReader,
         "http": (SPREAD, over_http(SPREAD)), "history": (SPREAD, in_process(SPREAD)),
         "raw_copy": (SPREAD, raw_copy), "raw": (SPREAD, raw_read(SPREAD)),
         "raw_seq": (SPREAD, raw_by_seq),
-        "burst_http": (BURST, over_http(BURST)), "burst_raw": (BURST, raw_read(BURST))}
+        "burst_http": (BURST, over_http(BURST)), "burst_raw": (BURST, raw_read(BURST)),
+        "old_http": (OLD, over_http(OLD)), "old_raw": (OLD, raw_read(OLD))}
     t.series = {name: Series() for name in kinds}
 
     async def timed(name: str) -> None:
@@ -670,10 +690,10 @@ async def _run(endpoints: Endpoints, events: int, case_events: int) -> None:
     print(f"  postgresql  {versions.postgres}")
     print(f"  events      {min(sizes)}-{max(sizes)} B JSON bodies + ~{header_size():,} B "
           "CloudEvents headers")
-    print(f"  run         {events:,} events in the store; two cases of {n_case} events ("
+    print(f"  run         {events:,} events in the store; three cases of {n_case} events ("
           + ", ".join(f"{n} {c}" for c, n in plan.counts().items()) + "): the spread case "
           "appended all through the fill (its events span each whole stream), the burst case "
-          "appended in one go at the end", flush=True)
+          "appended in one go at the end, the old case in one go at the start", flush=True)
     try:
         filled = await fill(endpoints, topology, catalog, events, plan)
         how = ("core NATS publishes without acks, nats-server restarted without sync always "
@@ -706,7 +726,7 @@ async def _run(endpoints: Endpoints, events: int, case_events: int) -> None:
 
 
 def report(t: Timings, n_case: int, total: int, *, server_cpu: bool) -> None:
-    for ref in (SPREAD, BURST):
+    for ref in LONG_CASES:
         seen = t.events.get(ref.client_id, set())
         if seen != {n_case}:
             print(f"WARNING: histories of {ref.client_id} held {sorted(seen)} events, not "
@@ -717,7 +737,8 @@ def report(t: Timings, n_case: int, total: int, *, server_cpu: bool) -> None:
     by_subject = f"{len(CASE_CONTEXTS)} subjects, batched Direct Gets"
     by_seq = "the same events, Direct Get by seq"
     copy = "the copy, plain asyncpg SELECT"
-    names = {"raw": by_subject, "burst_raw": by_subject, "raw_seq": by_seq, "raw_copy": copy}
+    names = {"raw": by_subject, "burst_raw": by_subject, "old_raw": by_subject,
+             "raw_seq": by_seq, "raw_copy": copy}
 
     def latency(name: str, kind: str, raw: str, target: Target | None = None) -> list[Figure]:
         return [Figure(f"{name}, p{q}", percentile(s[kind].wall, q / 100), "ms", names[raw],
@@ -728,12 +749,14 @@ def report(t: Timings, n_case: int, total: int, *, server_cpu: bool) -> None:
                *latency("spread case, HTTP history", "http", "raw_seq"),
                *latency("spread case, HTTP history", "http", "raw"),
                *latency("spread case, history() in-process", "history", "raw_copy"),
-               *latency("burst case, HTTP history", "burst_http", "burst_raw")]
+               *latency("burst case, HTTP history", "burst_http", "burst_raw"),
+               *latency("old case, HTTP history", "old_http", "old_raw")]
     cpu = [("spread case, HTTP history", "http", "raw_copy"),
            ("spread case, history() in-process", "history", "raw_copy"),
            ("spread case, raw by seq", "raw_seq", "raw_copy"),
            ("spread case, raw by subject", "raw", "raw_copy"),
-           ("burst case, HTTP history", "burst_http", "burst_raw")]
+           ("burst case, HTTP history", "burst_http", "burst_raw"),
+           ("old case, HTTP history", "old_http", "old_raw")]
     if server_cpu:
         figures += [Figure(f"nats-server CPU per read, {name}", s[k].per_read(s[k].server_cpu_ms),
                            "ms", names[r], s[r].per_read(s[r].server_cpu_ms))
