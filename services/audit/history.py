@@ -31,11 +31,11 @@ from shared.streams import CaseRef
 CASE_CONTEXTS = ("registration", "guidance", "supervision")
 BUNDLE_FORMAT = "bapas-audit-bundle/1"
 
-# the same evolve functions the services decide with
+# the deciders the services run their commands with
 DECIDERS = {
-    "registration": (registration.Client(), registration.evolve),
-    "guidance": (guidance.Case(), guidance.evolve),
-    "supervision": (supervision.Supervision(), supervision.evolve),
+    "registration": registration.DECIDER,
+    "guidance": guidance.DECIDER,
+    "supervision": supervision.DECIDER,
 }
 
 
@@ -173,13 +173,11 @@ async def history(store: EventStore, catalog: EventCatalog, refs: list[CaseRef],
 def state_as_of(events: list[StoredEvent], ref: CaseRef, as_of: datetime) -> dict[str, Any]:
     """Each context's state of the case at `as_of`, folded with the services' own evolve."""
     out: dict[str, Any] = {}
-    for context, (initial, evolve) in DECIDERS.items():
-        state, folded = initial, 0
-        for e in events:
-            if e.context == context and e.ref == ref and e.time <= as_of and e.model is not None:
-                state = evolve(state, e.model)
-                folded += 1
-        out[context] = {"events": folded, "state": json.loads(state.model_dump_json())}
+    for context, decider in DECIDERS.items():
+        models = [e.model for e in events if e.context == context and e.ref == ref
+                  and e.time <= as_of and e.model is not None]
+        state = decider.fold(models)
+        out[context] = {"events": len(models), "state": json.loads(state.model_dump_json())}
     return out
 
 

@@ -17,7 +17,7 @@ from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
-from .desk import CASE, GuidanceDesk
+from .desk import GuidanceDesk
 from .views import DueFacts, case_view, open_items
 
 WIB_OFFSET = timedelta(hours=7)  # office calendar dates (WIB)
@@ -136,7 +136,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["guidance"], responses=PROBLEM_RESPONSES)
     board = f'"{kernel.schema}".cases'
 
-    cases = CaseFinder(kernel, d.CONTEXT, CASE, "cases")
+    cases = CaseFinder(kernel, d.CONTEXT, d.DECIDER, "cases")
 
     async def act(request: Request, principal: Principal, client_id: str, cmd: object,
                   now: datetime) -> Decision:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from shared.decider import CommandRunner, Decider
+from shared.decider import CommandRunner
 from shared.errors import ConcurrencyError, DomainConflict, DomainError
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.ids import derived_id
@@ -16,20 +16,17 @@ from shared.streams import CaseRef
 
 from . import domain as d
 
-CASE = Decider(d.Case(), d.decide, d.evolve)
-
-
 class GuidanceDesk:
     def __init__(self, store: EventStore, metrics: KernelMetrics | None = None,
                  max_attempts: int = 5) -> None:
         self.store = store
-        self.runner = CommandRunner(store, d.CONTEXT, CASE, max_attempts=max_attempts,
+        self.runner = CommandRunner(store, d.CONTEXT, d.DECIDER, max_attempts=max_attempts,
                                     metrics=metrics)
         self.max_attempts = max_attempts
 
     async def load(self, ref: CaseRef) -> tuple[d.Case, LoadedCase]:
         loaded = await self.store.load(d.CONTEXT, ref)
-        return CASE.fold([e.data for e in loaded.events]), loaded
+        return d.DECIDER.fold([e.data for e in loaded.events]), loaded
 
     async def hold_group_session(self, office: str, client_ids: list[str], cmd: d.HoldSession,
                                  meta: Metadata, at: datetime,

@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.decider import Decider
 from shared.errors import DomainConflict, DomainError
 from shared.events import Event, EventRegistry
 
@@ -624,3 +625,7 @@ def _close(cmd: CloseGuidance, state: Case) -> list[Event]:
     return [GuidanceClosed(reason=cmd.reason, closed_on=closed_on or cmd.today,
                            letter_number=cmd.letter_number, closed_by=cmd.by,
                            stage=state.stage, transferred_to=cmd.transferred_to)]
+
+
+# the context's decider: the services run their commands with it, the audit folds with it
+DECIDER = Decider(Case(), decide, evolve)

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.decider import Decider
 from shared.errors import DomainConflict, DomainError
 from shared.events import Event, EventRegistry
 
@@ -558,3 +559,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, StrEnum):
         return value.value
     return value
+
+
+# the context's decider: the services run their commands with it, the audit folds with it
+DECIDER = Decider(Client(), decide, evolve)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.decider import CommandRunner, Decider, Decision
+from shared.decider import CommandRunner, Decision
 from shared.errors import ConcurrencyError, DomainConflict
 from shared.events import Event, Metadata, NewEvent
 from shared.ids import derived_id
@@ -20,11 +20,9 @@ from shared.metrics import KernelMetrics
 from shared.store import CaseVersion, CaseWrite, EventStore, LoadedCase
 from shared.streams import CaseRef
 
-from .domain import (CONTEXT, BookState, Client, ClientRegistered, CloseRegistration,
+from .domain import (CONTEXT, DECIDER, BookState, Client, ClientRegistered, CloseRegistration,
                      NikReleased, NikState, RegisterClient, TransferClient, book_key, decide,
-                     evolve, evolve_book, evolve_nik, nik_key, register)
-
-CLIENT = Decider(Client(), decide, evolve)
+                     evolve_book, evolve_nik, nik_key, register)
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class Registered:
 
 
 def fold_client(loaded: LoadedCase) -> Client:
-    return CLIENT.fold([e.data for e in loaded.events])
+    return DECIDER.fold([e.data for e in loaded.events])
 
 
 class Registrar:
@@ -46,7 +44,7 @@ class Registrar:
         # Registrations of one office queue for its register book; taking turns inside the
         # process spares them conflicts, and the expectation still guards other replicas.
         self._books: dict[CaseRef, asyncio.Lock] = {}
-        self.changes = CommandRunner(store, CONTEXT, CLIENT, max_attempts=max_attempts,
+        self.changes = CommandRunner(store, CONTEXT, DECIDER, max_attempts=max_attempts,
                                      metrics=metrics)
 
     async def load(self, ref: CaseRef) -> tuple[Client, LoadedCase]:
@@ -127,9 +125,7 @@ class Registrar:
                               nik.version)])
             except ConcurrencyError:
                 continue
-            state = client
-            for e in results[0].events:
-                state = evolve(state, e.data)
+            state = DECIDER.fold([e.data for e in results[0].events], client)
             return Decision(results[0].events, state, results[0].version, results[0].duplicate)
         raise DomainConflict("the case changed while this was decided; try again",
                              rule="concurrent_change")

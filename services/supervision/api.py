@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
 
-from shared.decider import CommandRunner, Decider, Decision
+from shared.decider import CommandRunner, Decision
 from shared.events import RecordedEvent
 from shared.ids import new_id
 from shared.runtime import Kernel
@@ -24,7 +24,6 @@ STAFF = ("pk", "supervisor", "head")
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 OFFICER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="client id")]
-SUPERVISION = Decider(d.Supervision(), d.decide, d.evolve)
 
 
 class _In(Input):
@@ -81,7 +80,7 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
     board = f'"{kernel.schema}".board'
     violations = f'"{kernel.schema}".violations'
 
-    cases = CaseFinder(kernel, d.CONTEXT, SUPERVISION, "board", "supervision case")
+    cases = CaseFinder(kernel, d.CONTEXT, d.DECIDER, "board", "supervision case")
 
     async def act(request: Request, principal: Principal, client_id: str, cmd: object,
                   now: datetime) -> ChangedOut:

@@ -10,8 +10,8 @@ from services.guidance.domain import EVENTS as GUIDANCE_EVENTS
 from services.registration.domain import EVENTS as REGISTRATION_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
-from .api import SUPERVISION, build_router
-from .domain import CONTEXT, EVENTS
+from .api import build_router
+from .domain import CONTEXT, DECIDER, EVENTS
 from .projections import ComplianceBoard
 from .reactions import FollowOtherContexts
 from .settings import SupervisionSettings
@@ -20,7 +20,7 @@ from .sweeper import report_sweeper
 
 def build(kernel: Kernel) -> ServiceParts:
     settings = SupervisionSettings()
-    runner = kernel.command_runner(CONTEXT, SUPERVISION)
+    runner = kernel.command_runner(CONTEXT, DECIDER)
     return ServiceParts(
         routers=[build_router(kernel, runner, settings.due_soon_days)],
         consumers=[ComplianceBoard(), FollowOtherContexts(runner)],

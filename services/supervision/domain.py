@@ -22,6 +22,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.decider import Decider
 from shared.errors import DomainConflict, DomainError
 from shared.events import Event, EventRegistry
 from shared.ids import derived_id
@@ -465,3 +466,7 @@ def identify(client_id: str):
         return None
 
     return event_id
+
+
+# the context's decider: the services run their commands with it, the audit folds with it
+DECIDER = Decider(Supervision(), decide, evolve)

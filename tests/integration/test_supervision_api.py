@@ -11,9 +11,8 @@ import pytest
 
 from services.guidance.app import definition as guidance
 from services.registration.app import definition as registration
-from services.supervision.api import SUPERVISION
 from services.supervision.app import definition as supervision
-from services.supervision.domain import office_date
+from services.supervision.domain import DECIDER, office_date
 from services.supervision.sweeper import sweep_missed_reports
 from shared.store import EventStore
 from shared.streams import CaseRef
@@ -180,7 +179,7 @@ async def test_two_sweeps_at_once_record_each_miss_once(svc):
     await eventually(lambda: sv.kernel.pool.fetchval(
         f'SELECT next_due_on FROM "{schema}".board WHERE client_id = $1', cid),
         until=lambda due: due is not None)
-    runner = sv.kernel.command_runner("supervision", SUPERVISION)
+    runner = sv.kernel.command_runner("supervision", DECIDER)
     await asyncio.gather(*(sweep_missed_reports(sv.kernel.pool, schema, runner, TODAY)
                            for _ in range(3)))
     await asyncio.sleep(1)  # and the service's own sweeper, on its own schedule

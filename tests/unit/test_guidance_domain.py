@@ -44,10 +44,7 @@ def opened(**overrides) -> d.GuidanceOpened:
 
 
 def given(*events: d.Event) -> d.Case:
-    state = d.Case()
-    for e in events:
-        state = d.evolve(state, e)
-    return state
+    return d.DECIDER.fold(events)
 
 
 def refused(cmd: object, state: d.Case) -> DomainError:

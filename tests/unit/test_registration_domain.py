@@ -25,10 +25,7 @@ def registering(**overrides) -> d.RegisterClient:
 
 
 def given(*events: d.Event) -> d.Client:
-    state = d.Client()
-    for e in events:
-        state = d.evolve(state, e)
-    return state
+    return d.DECIDER.fold(events)
 
 
 def registered(**overrides) -> d.ClientRegistered:

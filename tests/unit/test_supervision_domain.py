@@ -51,10 +51,7 @@ def started(**overrides) -> d.SupervisionStarted:
 
 
 def given(*events: d.Event) -> d.Supervision:
-    state = d.Supervision()
-    for e in events:
-        state = d.evolve(state, e)
-    return state
+    return d.DECIDER.fold(events)
 
 
 def recorded(*commands: object, first: d.StartSupervision | None = None) -> list[d.Event]:
