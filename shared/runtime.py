@@ -15,7 +15,7 @@ import gc
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,12 +254,24 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-async def serve(defn: ServiceDefinition, settings: Settings) -> None:
+@contextlib.asynccontextmanager
+async def started(defn: ServiceDefinition, settings: Settings
+                  ) -> AsyncIterator[tuple[Kernel, FastAPI]]:
+    """A service as its process runs it: connected and checked, its parts built and
+    started, its app ready to serve; closed when the block ends, however it ends."""
     kernel = await Kernel.connect(defn.name, settings, defn.registries)
     try:
         parts = defn.build(kernel)
         app = build_app(defn, kernel, parts)
         await kernel.start(parts)
+        yield kernel, app
+    finally:
+        await kernel.close()
+        log.info("stopped")
+
+
+async def serve(defn: ServiceDefinition, settings: Settings) -> None:
+    async with started(defn, settings) as (_, app):
         settle_heap()
         config = uvicorn.Config(app, host=settings.host, port=settings.port(defn.name),
                                 log_config=None, access_log=False, lifespan="off",
@@ -269,9 +281,6 @@ async def serve(defn: ServiceDefinition, settings: Settings) -> None:
         await server.serve()
         if not server.started:
             raise SystemExit(f"could not listen on {settings.host}:{settings.port(defn.name)}")
-    finally:
-        await kernel.close()
-        log.info("stopped")
 
 
 def main(defn: ServiceDefinition) -> None:

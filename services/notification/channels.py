@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosmtplib
 import httpx
@@ -29,6 +29,19 @@ def sign(secrets: list[str], msg_id: str, at: datetime, body: bytes) -> str:
                     for s in secrets)
 
 
+async def post(client: httpx.AsyncClient, url: str, **request: Any) -> Outcome:
+    """One HTTP POST as a delivery's outcome: a 2xx is delivered; a transport error or
+    any other status is a failure to retry (with the receiver's Retry-After, if any)."""
+    try:
+        response = await client.post(url, **request)
+    except httpx.HTTPError as exc:
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
+    if 200 <= response.status_code < 300:
+        return Outcome(True, response.status_code)
+    return Outcome(False, response.status_code, f"HTTP {response.status_code}",
+                   retry_after=response.headers.get("retry-after"))
+
+
 class WebhookSender:
     """CloudEvents over HTTP in binary mode: attributes in `ce-*` headers, data as body."""
 
@@ -40,14 +53,7 @@ class WebhookSender:
         now = datetime.now(UTC)
         signed = {**headers, "webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
                   "webhook-signature": sign(secrets, msg_id, now, body)}
-        try:
-            response = await self.client.post(url, content=body, headers=signed)
-        except httpx.HTTPError as exc:
-            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
-        if 200 <= response.status_code < 300:
-            return Outcome(True, response.status_code)
-        return Outcome(False, response.status_code, f"HTTP {response.status_code}",
-                       retry_after=response.headers.get("retry-after"))
+        return await post(self.client, url, content=body, headers=signed)
 
 
 async def webhook_handshake(client: httpx.AsyncClient, url: str, origin: str) -> str | None:
@@ -103,11 +109,4 @@ class HttpSmsGateway:
         if not self.url:
             return Outcome(False, error="no SMS gateway configured "
                            "(BAPAS_NOTIFICATION_SMS_WEBHOOK_URL)", permanent=True)
-        try:
-            response = await self.client.post(self.url, json={"to": to, "text": text})
-        except httpx.HTTPError as exc:
-            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
-        if 200 <= response.status_code < 300:
-            return Outcome(True, response.status_code)
-        return Outcome(False, response.status_code, f"HTTP {response.status_code}",
-                       retry_after=response.headers.get("retry-after"))
+        return await post(self.client, self.url, json={"to": to, "text": text})

@@ -79,7 +79,7 @@ from ..events import Event, EventCatalog, Metadata, NewEvent
 from ..ids import new_id
 from ..local.servers import free_port
 from ..logging import configure_logging
-from ..runtime import Kernel, build_app, settle_heap
+from ..runtime import Kernel, settle_heap, started
 from ..settings import Settings
 from ..store import DIRECT_GET_BATCH, CaseVersion, EventStore
 from ..streams import CONTEXT_STREAMS, CaseRef, Topology, ensure_streams
@@ -627,11 +627,7 @@ async def audit_over_http(endpoints: Endpoints, namespace: str
     settings = Settings(env="development", nats_url=endpoints.nats_url,
                         nats_monitor_url=endpoints.monitor_url, database_url=endpoints.dsn,
                         namespace=namespace, jwt_secret=secrets.token_urlsafe(32))
-    kernel = await Kernel.connect(audit_service.name, settings, audit_service.registries)
-    try:
-        parts = audit_service.build(kernel)
-        app = build_app(audit_service, kernel, parts)
-        await kernel.start(parts)
+    async with started(audit_service, settings) as (kernel, app):
         settle_heap()
         port = free_port()
         server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
@@ -650,8 +646,6 @@ async def audit_over_http(endpoints: Endpoints, namespace: str
         finally:
             server.should_exit = True
             await serving
-    finally:
-        await kernel.close()
 
 
 # ---------------------------------------------------------------------------- the run

@@ -259,15 +259,20 @@ async def test_a_transferred_clients_history_includes_the_case_it_came_from(svc)
     assert "ClientTransferred" in kinds and kinds.count("ClientRegistered") == 2
 
 
+async def copied(au, cid: str, events: int) -> str:
+    """Once the audit's copy holds the client's `events`: the copy's table."""
+    copies = f'"{au.kernel.schema}".case_events'
+    await eventually(lambda: au.kernel.pool.fetchval(
+        f"SELECT count(*) FROM {copies} WHERE subject LIKE $1", f"%.{cid}"), equals=events)
+    return copies
+
+
 async def test_the_event_index_reads_the_same_history_as_the_subjects(svc):
     from services.audit.history import history as read_history
     reg, gd, sv, au = svc
     cid, _ = await a_busy_case(reg, gd, sv)
     doc = (await history_of(au, cid)).json()
-    copies = f'"{au.kernel.schema}".case_events'
-    await eventually(lambda: au.kernel.pool.fetchval(
-        f"SELECT count(*) FROM {copies} WHERE subject LIKE $1", f"%.{cid}"),
-        equals=len(doc["events"]))
+    await copied(au, cid, len(doc["events"]))
     indexed = (await au.http.get(f"/v1/audit/clients/{cid}/history",
                                  headers=auditor(au))).json()
     by_subject = await read_history(au.kernel.store, au.kernel.catalog,
@@ -284,10 +289,7 @@ async def test_an_altered_copy_shows_in_history_and_verify_tells_it_from_the_str
     reg, gd, sv, au = svc
     cid, _ = await a_busy_case(reg, gd, sv)
     doc = (await history_of(au, cid)).json()
-    copies = f'"{au.kernel.schema}".case_events'
-    await eventually(lambda: au.kernel.pool.fetchval(
-        f"SELECT count(*) FROM {copies} WHERE subject LIKE $1", f"%.{cid}"),
-        equals=len(doc["events"]))
+    copies = await copied(au, cid, len(doc["events"]))
     advanced = next(e for e in doc["events"] if e["type"].startswith("bapas.StageAdvanced."))
     changed = await au.kernel.pool.execute(
         f"UPDATE {copies} SET body = convert_to(replace(convert_from(body, 'UTF8'), "

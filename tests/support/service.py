@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from shared.runtime import Kernel, ServiceDefinition, build_app
+from shared.runtime import Kernel, ServiceDefinition, started
 from shared.settings import Settings
 
 
@@ -26,13 +26,7 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(definition: ServiceDefinition, settings: Settings) -> AsyncIterator[Running]:
-    kernel = await Kernel.connect(definition.name, settings, definition.registries)
-    try:
-        parts = definition.build(kernel)
-        app = build_app(definition, kernel, parts)
-        await kernel.start(parts)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
-                                     base_url="http://bapas.test") as http:
-            yield Running(kernel, app, http)
-    finally:
-        await kernel.close()
+    async with started(definition, settings) as (kernel, app), \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                              base_url="http://bapas.test") as http:
+        yield Running(kernel, app, http)
