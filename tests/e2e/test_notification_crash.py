@@ -4,11 +4,10 @@ repeat carries the same webhook-id (and the same body, validly signed)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import nats
@@ -22,6 +21,7 @@ from shared.streams import CaseRef, Topology
 from shared.web.auth import TokenService
 from tests.conftest import TEST_SECRET
 from tests.integration.test_registration_api import body, nik
+from tests.support.calls import call as json_call
 from tests.support.processes import services
 from tests.support.wait import eventually
 
@@ -87,16 +87,7 @@ class _Hook(BaseHTTPRequestHandler):
             pass  # the sender was killed while we waited
 
 
-def call(method: str, url: str, payload: dict | None = None) -> tuple[int, object]:
-    req = urllib.request.Request(url, method=method,
-                                 data=json.dumps(payload).encode() if payload else None,
-                                 headers={"Authorization": f"Bearer {TOKEN}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+call = functools.partial(json_call, token=TOKEN)
 
 
 def register_all(reg: str) -> list[str]:

@@ -4,9 +4,7 @@ restarted: every missed report is recorded, none twice."""
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
+import functools
 from datetime import UTC, date, datetime, timedelta
 
 import nats
@@ -19,6 +17,7 @@ from shared.streams import CaseRef, Topology
 from shared.web.auth import TokenService
 from tests.conftest import TEST_SECRET
 from tests.integration.test_registration_api import body, nik
+from tests.support.calls import call as json_call
 from tests.support.processes import services
 from tests.support.wait import eventually
 
@@ -30,16 +29,7 @@ START = TODAY - timedelta(days=300)
 TOKEN = TokenService(TEST_SECRET).issue("kasubsi", "jaksel", ["pk", "supervisor", "head"])
 
 
-def call(method: str, url: str, payload: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(url, method=method,
-                                 data=json.dumps(payload).encode() if payload else None,
-                                 headers={"Authorization": f"Bearer {TOKEN}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+call = functools.partial(json_call, token=TOKEN)
 
 
 def expected_misses() -> list[date]:
