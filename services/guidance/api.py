@@ -12,7 +12,7 @@ from shared.decider import Decision
 from shared.ids import new_id
 from shared.runtime import Kernel
 from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles)
-from shared.web.cases import CaseFinder
+from shared.web.cases import CaseFinder, ChangedOut
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
@@ -99,12 +99,6 @@ class CloseIn(_In):
     closed_on: date | None = None
 
 
-class ChangedOut(BaseModel):
-    client_id: str
-    version: int
-    events: list[str]
-
-
 class DecisionOut(ChangedOut):
     decision_id: str
 
@@ -144,10 +138,6 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
         return await desk.runner.run(ref, cmd, metadata(request, principal), at=now,
                                      guard=guard)
 
-    def changed(client_id: str, decision: Decision) -> ChangedOut:
-        return ChangedOut(client_id=client_id, version=decision.version.sequence,
-                          events=[e.type for e in decision.events])
-
     @api.get("/cases/{client_id}", summary="The case: stage, litmas, programs, sessions, "
              "decisions and open items (the read is recorded)")
     async def get_case(client_id: ClientId, request: Request,
@@ -163,7 +153,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     async def submit_litmas(client_id: ClientId, body: LitmasIn, request: Request,
                             principal: CurrentPrincipal) -> ChangedOut:
         now = datetime.now(UTC)
-        return changed(client_id, await act(request, principal, client_id, d.SubmitLitmas(
+        return ChangedOut.of(client_id, await act(request, principal, client_id, d.SubmitLitmas(
             purpose=body.purpose, risk_level=body.risk_level, needs=tuple(body.needs),
             recommendation=body.recommendation, summary=body.summary, by=principal.sub,
             at=now), now))
@@ -179,7 +169,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
             decision_id=decision_id, subject=body.subject, outcome=body.outcome,
             met_on=body.met_on, members=tuple(body.members), notes=body.notes,
             by=principal.sub, today=office_today(now)), now)
-        return DecisionOut(decision_id=decision_id, **changed(client_id, decision).model_dump())
+        return DecisionOut(decision_id=decision_id, **ChangedOut.of(client_id, decision).model_dump())
 
     @api.post("/cases/{client_id}/programs", response_model=ChangedOut,
               summary="Draw up the guidance program of the current stage",
@@ -187,7 +177,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     async def draft_program(client_id: ClientId, body: ProgramIn, request: Request,
                             principal: CurrentPrincipal) -> ChangedOut:
         now = datetime.now(UTC)
-        return changed(client_id, await act(request, principal, client_id, d.DraftProgram(
+        return ChangedOut.of(client_id, await act(request, principal, client_id, d.DraftProgram(
             program_id=new_id(), stage=body.stage,
             activities=tuple(d.Activity(**a.model_dump()) for a in body.activities),
             by=principal.sub), now))
@@ -197,7 +187,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     async def hold_session(client_id: ClientId, body: SessionIn, request: Request,
                            principal: CurrentPrincipal) -> ChangedOut:
         now = datetime.now(UTC)
-        return changed(client_id, await act(request, principal, client_id, d.HoldSession(
+        return ChangedOut.of(client_id, await act(request, principal, client_id, d.HoldSession(
             session_id=new_id(), kind=body.kind, approach=body.approach, held_on=body.held_on,
             participants=tuple(body.participants), notes=body.notes,
             today=office_today(now)), now))
@@ -226,7 +216,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     async def advance(client_id: ClientId, body: StageIn, request: Request,
                       principal: CurrentPrincipal) -> ChangedOut:
         now = datetime.now(UTC)
-        return changed(client_id, await act(request, principal, client_id, d.AdvanceStage(
+        return ChangedOut.of(client_id, await act(request, principal, client_id, d.AdvanceStage(
             to_stage=body.to_stage, tpp_decision_id=body.tpp_decision_id, at=now), now))
 
     @api.post("/cases/{client_id}/revocation", response_model=ChangedOut,
@@ -247,7 +237,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
             cmd = d.ProposeRevocation(tpp_decision_id=body.tpp_decision_id,
                                       violation_ids=tuple(body.violation_ids),
                                       by=principal.sub, at=now)
-        return changed(client_id, await act(request, principal, client_id, cmd, now))
+        return ChangedOut.of(client_id, await act(request, principal, client_id, cmd, now))
 
     @api.post("/cases/{client_id}/close", response_model=ChangedOut,
               summary="Close guidance (COMPLETED and REVOKED: head of office)",
@@ -259,7 +249,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
                 not principal.has("head"):
             raise Problem(403, "Forbidden", f"closing as {body.reason} needs the head of the "
                           "office (who signs the closing letter)", rule="role_required")
-        return changed(client_id, await act(request, principal, client_id, d.CloseGuidance(
+        return ChangedOut.of(client_id, await act(request, principal, client_id, d.CloseGuidance(
             reason=body.reason, closed_on=body.closed_on, letter_number=body.letter_number,
             by=principal.sub, today=office_today(now)), now))
 

@@ -13,7 +13,7 @@ from shared.events import RecordedEvent
 from shared.ids import new_id
 from shared.runtime import Kernel
 from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles)
-from shared.web.cases import CaseFinder
+from shared.web.cases import CaseFinder, ChangedOut
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
@@ -53,12 +53,6 @@ class ViolationIn(_In):
     notes: Annotated[str, Field(max_length=4000)] = ""
 
 
-class ChangedOut(BaseModel):
-    client_id: str
-    version: int
-    events: list[str]
-
-
 class BoardEntry(BaseModel):
     client_id: str
     officer_id: str | None
@@ -87,8 +81,7 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
         ref, guard = await cases.acting(principal, client_id)
         decision: Decision = await runner.run(ref, cmd, metadata(request, principal), at=now,
                                               identify=d.identify(client_id), guard=guard)
-        return ChangedOut(client_id=client_id, version=decision.version.sequence,
-                          events=[e.type for e in decision.events])
+        return ChangedOut.of(client_id, decision)
 
     @api.get("/supervision/{client_id}", summary="Plan, next due date, missed reports, "
              "contacts and violations (the read is recorded)")

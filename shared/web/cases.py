@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..decider import Decider
+from pydantic import BaseModel
+
+from ..decider import Decider, Decision
 from ..logging import bind
 from ..store import LoadedCase
 from ..streams import CaseRef
@@ -14,7 +16,21 @@ from .auth import Principal, not_found
 if TYPE_CHECKING:  # the runtime builds the web apps: no import back at run time
     from ..runtime import Kernel
 
-__all__ = ["CaseFinder"]
+__all__ = ["CaseFinder", "ChangedOut"]
+
+
+class ChangedOut(BaseModel):
+    """What a command did to a case: its version after it, and the events it stored (none
+    when it changed nothing)."""
+
+    client_id: str
+    version: int
+    events: list[str]
+
+    @classmethod
+    def of(cls, client_id: str, decision: Decision) -> ChangedOut:
+        return cls(client_id=client_id, version=decision.version.sequence,
+                   events=[e.type for e in decision.events])
 
 
 class CaseFinder:
