@@ -12,6 +12,7 @@ import sys
 
 import asyncpg
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared.db import ensure_kernel_tables
 from shared.decider import CommandRunner, Decider
@@ -281,3 +282,32 @@ async def test_unhandled_event_types_only_move_the_checkpoint(kit, nc, pool, top
         await eventually(lambda: projected(pool, schema),
                          equals={r.client_id: (0, 1) for r in refs})
 
+
+
+async def test_one_ack_per_batch_and_an_older_explicit_ack_consumer_is_replaced(
+        kit, nc, pool, topology):
+    """The consumer acks all up to a sequence, so one ack settles a batch. A consumer left
+    by a version that acked each message is recreated at the checkpoint, nothing lost."""
+    store, runner, schema = kit
+    js, stream = nc.jetstream(), topology.stream("ledger")
+
+    async def consumer() -> tuple[AckPolicy, int, int]:
+        [info] = await js.consumers_info(stream)
+        return info.config.ack_policy, info.num_ack_pending, info.num_pending
+
+    refs = await fill(runner, 8, 3)
+    async with running(projector(kit, nc, pool, topology, batch_size=5)):
+        await eventually(lambda: projected(pool, schema), equals=await fold_all(store, refs))
+        await eventually(consumer, equals=(AckPolicy.ALL, 0, 0))
+
+    [info] = await js.consumers_info(stream)
+    await js.delete_consumer(stream, info.name)
+    await js.add_consumer(stream, ConsumerConfig(
+        durable_name=info.name, filter_subject=info.config.filter_subject,
+        ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=info.delivered.stream_seq + 1))
+    more = await fill(runner, 4, 2)
+    async with running(projector(kit, nc, pool, topology, batch_size=5)):
+        await eventually(lambda: projected(pool, schema),
+                         equals=await fold_all(store, refs + more))
+        await eventually(consumer, equals=(AckPolicy.ALL, 0, 0))
