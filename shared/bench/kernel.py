@@ -19,7 +19,10 @@ What is measured, in this order, on one stream (`<namespace>_BENCH`):
    by hand with nats-py and asyncpg, and vs nats-py's pull consumer alone.
 3. case load: the stream is filled to `stream_size` events (cases of 5, interleaved as cases
    grow over time) and random cases are loaded with `EventStore.load`, each alternated with
-   one raw batched Direct Get of the same case.
+   one raw batched Direct Get of the same case. Then two cases of 200 events: one whose
+   events lie across the whole fill (a case of many years), one appended in one go at its
+   end. Both read 200 messages; what the first costs beyond the second grows with the
+   stream, not with the case.
 
 It is a benchmark, not a test: nothing here asserts a time.
 """
@@ -75,6 +78,8 @@ SEQUENTIAL_CAP = 3_000       # await-each-ack runs at 1,000-2,000/s: a few secon
 EXTRA_CAP = 5_000            # command runner and atomic batches: information only
 LOAD_SAMPLES = 2_000
 LOAD_WARMUP = 100
+LONG_CASE_EVENTS = 200       # a case of many years, its events spread over the whole fill
+LONG_SAMPLES = 100
 PROJECTION_BATCH = 256
 ROUNDS = 3                   # alternating raw/ours rounds per append comparison
 
@@ -195,6 +200,16 @@ def interleaved(cases: Sequence[RawCase], per_case: int) -> Iterator[RawMessage]
     for _ in range(per_case):
         for case in cases:
             yield case.next_message()
+
+
+def spread_through(messages: Iterable[RawMessage], case: RawCase,
+                   every: int) -> Iterator[RawMessage]:
+    """`messages` with one event of `case` before every `every`-th of them (at most
+    LONG_CASE_EVENTS): a long case whose events lie across the whole stream."""
+    for i, m in enumerate(messages):
+        if not i % every and case.sequence < LONG_CASE_EVENTS:
+            yield case.next_message()
+        yield m
 
 
 def header_bytes(headers: dict[str, str]) -> int:
@@ -544,14 +559,19 @@ async def bench_case_load(b: Bench) -> None:
 
     missing = max(0, b.stream_size - messages)
     fill_refs: list[CaseRef] = []
-    if missing:
-        fill_refs = case_refs("c", -(-missing // EVENTS_PER_CASE))
+    spread, burst = raw_cases(b.topology, case_refs("long", 2))
+    if missing > 2 * LONG_CASE_EVENTS:
+        n_fill = missing - 2 * LONG_CASE_EVENTS  # the rest: the two long cases
+        fill_refs = case_refs("c", -(-n_fill // EVENTS_PER_CASE))
         cases = raw_cases(b.topology, fill_refs)
+        fill = itertools.chain(
+            spread_through(itertools.islice(interleaved(cases, EVENTS_PER_CASE), n_fill),
+                           spread, n_fill // LONG_CASE_EVENTS),
+            case_by_case([burst], LONG_CASE_EVENTS))
         reporter = asyncio.create_task(report_fill(b, b.stream_size))
         try:
             with Stopwatch() as sw:
-                await publish_all(b.js, itertools.islice(interleaved(cases, EVENTS_PER_CASE),
-                                                         missing), max(PIPELINE_DEPTHS))
+                await publish_all(b.js, fill, max(PIPELINE_DEPTHS))
         finally:
             reporter.cancel()
         progress(f"filled the stream with {missing:,} events in {sw.seconds:.1f} s "
@@ -571,6 +591,17 @@ async def bench_case_load(b: Bench) -> None:
     b.add(Figure(f"case load, {EVENTS_PER_CASE} events, {early_messages:,}-event stream, p50",
                  percentile(early.ours, 0.5), "ms", raw_name, percentile(early.raw, 0.5)))
     b.add(Figure(f"messages read per load, {messages:,}-event stream", mean_reads, "msgs"))
+    if fill_refs:
+        check = await b.store.verify(CONTEXT, spread.ref)
+        if not check.intact:  # its events were published far apart; they should stay in order
+            print(f"WARNING: the spread case's chain is broken: {check.detail}", file=sys.stderr)
+        for case, how in ((spread, "spread over the stream"), (burst, "appended in one go")):
+            times = await time_loads(b, [case.ref] * LONG_SAMPLES, warmup=5)
+            name = f"case load, {case.sequence} events {how}"
+            b.add(Figure(f"{name}, p50", percentile(times.ours, 0.5), "ms", raw_name,
+                         percentile(times.raw, 0.5)))
+            b.add(Figure(f"{name}, p99", percentile(times.ours, 0.99), "ms", raw_name,
+                         percentile(times.raw, 0.99)))
 
 
 async def report_fill(b: Bench, goal: int) -> None:
@@ -587,7 +618,7 @@ class LoadTimes:
     reads: list[int]   # messages read by each of our loads
 
 
-async def time_loads(b: Bench, refs: Sequence[CaseRef]) -> LoadTimes:
+async def time_loads(b: Bench, refs: Sequence[CaseRef], warmup: int = LOAD_WARMUP) -> LoadTimes:
     """`EventStore.load` and a raw batched Direct Get of each case, one load at a time.
 
     Both load every case, in alternating order: whichever goes first warms the server's
@@ -628,7 +659,7 @@ async def time_loads(b: Bench, refs: Sequence[CaseRef]) -> LoadTimes:
 
     sub = await b.nc.subscribe(inbox, cb=on_message)
     try:
-        for ref in refs[:LOAD_WARMUP]:
+        for ref in refs[:warmup]:
             await our_load(ref)
             await raw_load(ref)
         times = LoadTimes([], [], [])
