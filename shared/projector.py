@@ -52,8 +52,9 @@ from .metrics import KernelMetrics
 from .store import decode_message
 from .streams import Topology
 
-__all__ = ["Projection", "Reactor", "Writer", "ProjectionRunner", "ProjectionStatus",
-           "parked_cases", "release_parked", "request_rebuild", "withdraw_rebuild"]
+__all__ = ["ACK_POLICY", "Projection", "Reactor", "Writer", "ProjectionRunner",
+           "ProjectionStatus", "parked_cases", "release_parked", "request_rebuild",
+           "withdraw_rebuild"]
 
 log = structlog.get_logger("bapas.projector")
 
@@ -213,6 +214,11 @@ class _Item:
     subject: str
     headers: dict[str, str]
     body: bytes
+
+
+# One ack settles a whole batch: the consumer acks everything up to the sequence acked. The
+# checkpoint, not the consumer, says what was applied, so nothing finer is needed.
+ACK_POLICY = AckPolicy.ALL
 
 
 def _stream_seq(msg: Msg) -> int:
@@ -505,7 +511,7 @@ class ProjectionRunner:
                     if f.done():
                         f.result()
                 await self._apply(state, stream, msgs)
-                await msgs[-1].ack()  # acks the whole batch (AckPolicy.ALL)
+                await msgs[-1].ack()  # acks the whole batch (ACK_POLICY)
                 self._applied[f"{tag}:{stream}"] = msgs[-1].metadata.sequence.stream
                 self._check_caught_up(tag)
                 await self._retry_due(state)
@@ -535,7 +541,7 @@ class ProjectionRunner:
         try:
             info = await self.js.consumer_info(stream, durable)
             in_step = (info.num_ack_pending == 0 and info.delivered.stream_seq == position
-                       and info.config.ack_policy == AckPolicy.ALL)
+                       and info.config.ack_policy == ACK_POLICY)
             if not in_step:
                 log.info("consumer differs from checkpoint or settings; recreating it",
                          consumer=durable, delivered=info.delivered.stream_seq,
@@ -549,7 +555,7 @@ class ProjectionRunner:
             config = ConsumerConfig(
                 durable_name=durable,
                 filter_subject=self.topology.context_filter(context),
-                ack_policy=AckPolicy.ALL,
+                ack_policy=ACK_POLICY,
                 ack_wait=self.ack_wait,
                 max_deliver=10,
                 max_ack_pending=self.batch_size * 4,

@@ -49,7 +49,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from .. import natsfast
 from ..db import ensure_kernel_tables, quote_ident
@@ -58,7 +58,7 @@ from ..envelope import GENESIS_HASH, Envelope, ce_type, format_time
 from ..events import Event, EventCatalog, EventRegistry, Metadata, NewEvent, RecordedEvent
 from ..ids import new_id
 from ..logging import configure_logging
-from ..projector import Handler, Projection, ProjectionRunner, Writer
+from ..projector import ACK_POLICY, Handler, Projection, ProjectionRunner, Writer
 from ..store import DIRECT_GET_BATCH, CaseVersion, EventStore
 from ..streams import CaseRef, Topology, ensure_streams
 from ._common import (Endpoints, Figure, Stopwatch, Target, bench_servers, format_table,
@@ -504,7 +504,7 @@ async def pull_consumer(b: Bench, name: str) -> AsyncIterator[JetStreamContext.P
     durable = b.topology.durable(CONTEXT, name)
     await b.js.add_consumer(b.stream, ConsumerConfig(
         durable_name=durable, filter_subject=b.topology.context_filter(CONTEXT),
-        ack_policy=AckPolicy.ALL, deliver_policy=DeliverPolicy.ALL,
+        ack_policy=ACK_POLICY, deliver_policy=DeliverPolicy.ALL,
         max_ack_pending=PROJECTION_BATCH * 4))
     psub = await b.js.pull_subscribe_bind(durable=durable, stream=b.stream)
     try:
