@@ -19,25 +19,16 @@ from typing import Any
 import orjson
 from nats.aio.msg import Msg
 
-from services.guidance import domain as guidance
-from services.registration import domain as registration
-from services.supervision import domain as supervision
 from shared.envelope import GENESIS_HASH, Envelope, parse_ce_type, parse_time, verify_chain
 from shared.errors import EventDecodeError, KernelError
 from shared.events import Event, EventCatalog
 from shared.store import EventStore
 from shared.streams import CaseRef
 
+from .case_file import VIEWS
+
 CASE_CONTEXTS = ("registration", "guidance", "supervision")
 BUNDLE_FORMAT = "bapas-audit-bundle/1"
-
-# the deciders the services run their commands with
-DECIDERS = {
-    "registration": registration.DECIDER,
-    "guidance": guidance.DECIDER,
-    "supervision": supervision.DECIDER,
-}
-
 
 @dataclass(frozen=True)
 class StoredEvent:
@@ -171,13 +162,12 @@ async def history(store: EventStore, catalog: EventCatalog, refs: list[CaseRef],
 
 
 def state_as_of(events: list[StoredEvent], ref: CaseRef, as_of: datetime) -> dict[str, Any]:
-    """Each context's state of the case at `as_of`, folded with the services' own evolve."""
+    """Each context's view of the case at `as_of`: what its events stored by then state."""
     out: dict[str, Any] = {}
-    for context, decider in DECIDERS.items():
+    for context, view in VIEWS.items():
         models = [e.model for e in events if e.context == context and e.ref == ref
                   and e.time <= as_of and e.model is not None]
-        state = decider.fold(models)
-        out[context] = {"events": len(models), "state": json.loads(state.model_dump_json())}
+        out[context] = {"events": len(models), "state": view(models)}
     return out
 
 

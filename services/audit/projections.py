@@ -7,7 +7,7 @@ import json
 import asyncpg
 import orjson
 
-from services.registration.domain import ClientRegistered, ClientTransferred
+from services.registration.events import ClientRegistered, ClientTransferred
 from shared.access import ClientDataRead
 from shared.db import quote_ident
 from shared.events import EventCatalog, RecordedEvent

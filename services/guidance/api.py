@@ -11,13 +11,14 @@ from pydantic import BaseModel, Field
 from shared.decider import Decision
 from shared.ids import new_id
 from shared.runtime import Kernel
-from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles)
+from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles
 from shared.web.cases import CaseFinder, ChangedOut
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
 from .desk import GuidanceDesk
+from .events import CONTEXT, Frequency
 from .views import DueFacts, case_view, open_items
 
 WIB_OFFSET = timedelta(hours=7)  # office calendar dates (WIB)
@@ -54,7 +55,7 @@ class TppDecisionIn(_In):
 class ActivityIn(_In):
     kind: d.GuidanceKind
     approach: d.Approach
-    frequency: d.Frequency
+    frequency: Frequency
     description: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
@@ -130,7 +131,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["guidance"], responses=PROBLEM_RESPONSES)
     board = f'"{kernel.schema}".cases'
 
-    cases = CaseFinder(kernel, d.CONTEXT, d.DECIDER, "cases")
+    cases = CaseFinder(kernel, CONTEXT, d.DECIDER, "cases")
 
     async def act(request: Request, principal: Principal, client_id: str, cmd: object,
                   now: datetime) -> Decision:

@@ -6,12 +6,12 @@ registration's events, the litmas sweeper and the HTTP routes.
 
 from __future__ import annotations
 
-from services.registration.domain import EVENTS as REGISTRATION_EVENTS
+from services.registration.events import EVENTS as REGISTRATION_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
 from .api import build_router
 from .desk import GuidanceDesk
-from .domain import EVENTS
+from .events import EVENTS
 from .projections import CaseBoard
 from .reactions import FollowRegistration
 from .settings import GuidanceSettings

@@ -15,17 +15,19 @@ from shared.store import CaseWrite, EventStore, LoadedCase
 from shared.streams import CaseRef
 
 from . import domain as d
+from .events import CONTEXT
+
 
 class GuidanceDesk:
     def __init__(self, store: EventStore, metrics: KernelMetrics | None = None,
                  max_attempts: int = 5) -> None:
         self.store = store
-        self.runner = CommandRunner(store, d.CONTEXT, d.DECIDER, max_attempts=max_attempts,
+        self.runner = CommandRunner(store, CONTEXT, d.DECIDER, max_attempts=max_attempts,
                                     metrics=metrics)
         self.max_attempts = max_attempts
 
     async def load(self, ref: CaseRef) -> tuple[d.Case, LoadedCase]:
-        loaded = await self.store.load(d.CONTEXT, ref)
+        loaded = await self.store.load(CONTEXT, ref)
         return d.DECIDER.fold([e.data for e in loaded.events]), loaded
 
     async def hold_group_session(self, office: str, client_ids: list[str], cmd: d.HoldSession,
@@ -60,7 +62,7 @@ class GuidanceDesk:
                     + "; ".join(f"{f['client_id']}: {f['reason']}" for f in faults),
                     field="client_ids", rule="group_member_refused", extra={"clients": faults})
             try:
-                results = await self.store.append_together(d.CONTEXT, writes)
+                results = await self.store.append_together(CONTEXT, writes)
             except ConcurrencyError:
                 continue
             return [e for r in results for e in r.events]

@@ -4,9 +4,10 @@ events are the only contract."""
 
 from __future__ import annotations
 
-from services.registration import domain as registration
+from services.registration import events as registration
 from shared.decider import CommandRunner, react
 from shared.events import RecordedEvent
+from shared.office_time import office_date
 from shared.projector import Reactor
 
 from . import domain as d
@@ -42,7 +43,7 @@ class FollowRegistration(Reactor):
 
     async def transferred(self, e: RecordedEvent[registration.ClientTransferred]) -> None:
         x = e.data
-        today = x.transferred_at.astimezone(registration.WIB).date()
+        today = office_date(x.transferred_at)
         await self._run(e, d.CloseGuidance(
             reason=d.CloseReason.TRANSFERRED, closed_on=today, letter_number=None,
             by=x.approved_by, today=today,

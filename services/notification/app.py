@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import httpx
 
-from services.guidance.domain import EVENTS as GUIDANCE_EVENTS
-from services.registration.domain import EVENTS as REGISTRATION_EVENTS
-from services.supervision.domain import EVENTS as SUPERVISION_EVENTS
+from services.guidance.events import EVENTS as GUIDANCE_EVENTS
+from services.registration.events import EVENTS as REGISTRATION_EVENTS
+from services.supervision.events import EVENTS as SUPERVISION_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
 from .api import build_router

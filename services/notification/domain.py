@@ -3,8 +3,8 @@
 Agencies (Lapas, Kejaksaan, Pengadilan, Polri, Kanwil, Puskesmas) subscribe to event types
 of one office. At the IDENTIFIERS level they receive ids, register numbers, dates and
 decisions; never a NIK, an address, a phone number, health, family or a child's details
-(UU 27/2022). What an event shows at that level is an allowlist per event type: a field
-not named here is not sent, so a new field is private until someone decides otherwise.
+(UU 27/2022). What an event shows at that level is an allowlist per event type, published
+with the feed's contract in `events.py`: a field not named there is not sent.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import ipaddress
 import json
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import DomainError
+from shared.office_time import WIB
 
-
-WIB = timezone(timedelta(hours=7), "WIB")
+from .events import (FULL_ATTRIBUTES, IDENTIFIER_ATTRIBUTES, IDENTIFIER_FIELDS, PUBLIC_EVENT_TYPES,
+                     DataLevel)
 
 
 class AgencyKind(StrEnum):
@@ -32,11 +33,6 @@ class AgencyKind(StrEnum):
     KANWIL = "KANWIL"          # regional office of the ministry
     PUSKESMAS = "PUSKESMAS"    # health centre
     OTHER = "OTHER"
-
-
-class DataLevel(StrEnum):
-    IDENTIFIERS = "IDENTIFIERS"
-    FULL = "FULL"
 
 
 class Channel(StrEnum):
@@ -52,47 +48,6 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "DELIVERED"
     DEAD = "DEAD"
     SKIPPED = "SKIPPED"
-
-
-# Event type -> the data fields an IDENTIFIERS subscriber receives. Only these event types
-# can be subscribed to; the others (register books, NIK index, internal bookkeeping) are
-# not facts for agencies.
-IDENTIFIER_FIELDS: dict[str, tuple[str, ...]] = {
-    "ClientRegistered": ("client_id", "office", "register_number", "program", "decision",
-                         "origin_institution", "period", "registered_at", "transferred_from"),
-    "OfficerAssigned": ("officer_id", "assigned_at"),
-    "AddressChanged": ("changed_at",),
-    "ClientDetailsCorrected": ("field", "corrected_at"),
-    "ClientTransferred": ("to_office", "new_client_id", "tpp_decision_id", "transferred_at"),
-    "RegistrationClosed": ("reason", "closed_on"),
-    "GuidanceOpened": ("client_id", "office", "program", "period_start_on", "period_end_on",
-                       "stage", "litmas_due_at", "opened_at"),
-    "LitmasSubmitted": ("purpose", "submitted_at", "late"),
-    "LitmasOverdue": ("due_at", "detected_at"),
-    "TppDecisionRecorded": ("decision_id", "subject", "outcome", "met_on"),
-    "ProgramDrafted": ("program_id", "stage"),
-    "GuidanceSessionHeld": ("session_id", "kind", "held_on", "stage", "group_id"),
-    "StageAdvanced": ("from_stage", "to_stage", "tpp_decision_id", "advanced_at"),
-    "RevocationProposed": ("tpp_decision_id", "violation_ids", "proposed_at"),
-    "RevocationImposed": ("imposed_at",),
-    "GuidanceClosed": ("reason", "closed_on", "letter_number", "stage", "transferred_to"),
-    "SupervisionStarted": ("client_id", "office", "program", "period_start_on",
-                           "period_end_on", "started_at"),
-    "ReportingPlanSet": ("interval_days", "first_due_on"),
-    "VisitLogged": ("visit_id", "kind", "occurred_at", "counts_as_report"),
-    "ReportMissed": ("due_on", "consecutive"),
-    "ViolationRecorded": ("violation_id", "category", "code", "recorded_on"),
-    "TppReviewRequested": ("violation_id", "requested_on"),
-    "SupervisionEnded": ("reason", "ended_on"),
-}
-PUBLIC_EVENT_TYPES = frozenset(IDENTIFIER_FIELDS)
-
-# CloudEvents attributes an agency receives; actor and hash chain only at FULL (the chain
-# hashes the full body, so it cannot be checked against a redacted one)
-IDENTIFIER_ATTRIBUTES = ("ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject",
-                         "ce-time", "ce-office", "ce-sequence", "ce-correlationid",
-                         "ce-causationid")
-FULL_ATTRIBUTES = (*IDENTIFIER_ATTRIBUTES, "ce-actor", "ce-prevhash", "ce-hash")
 
 
 def redact(event_type: str, body: bytes, level: DataLevel) -> bytes:

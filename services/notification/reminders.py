@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from shared.ids import derived_id
+from shared.office_time import WIB
 
-from .domain import WIB, reminder_text
+from .domain import reminder_text
 
 
 async def queue_reminders(pool: asyncpg.Pool, schema: str, today, days_ahead: int) -> int:

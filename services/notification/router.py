@@ -12,8 +12,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from services.registration import domain as registration
-from services.supervision import domain as supervision
+from services.registration import events as registration
+from services.supervision import events as supervision
 from shared.events import Event, EventCatalog, RecordedEvent
 from shared.ids import derived_id
 from shared.projector import Projection, Writer

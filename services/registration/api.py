@@ -25,6 +25,7 @@ from shared.web.inputs import PLAIN_TEXT, Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
+from .events import CONTEXT
 from .registrar import Registrar
 
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -172,7 +173,7 @@ def sees(principal: Principal, office: str, officer_id: str | None, is_child: bo
 def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["clients"], responses=PROBLEM_RESPONSES)
     clients = f'"{kernel.schema}".clients'
-    finder = CaseFinder(kernel, d.CONTEXT, d.DECIDER, "clients", "client")
+    finder = CaseFinder(kernel, CONTEXT, d.DECIDER, "clients", "client")
 
     async def changeable(principal: Principal, client_id: str) -> tuple[CaseRef, d.Client]:
         """The caller's own office's client, which they may change; 404 otherwise."""

@@ -6,12 +6,11 @@ transfer intake (reaction) and the HTTP routes.
 
 from __future__ import annotations
 
+from services.guidance.events import EVENTS as GUIDANCE_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
 from .api import build_router
-from services.guidance.domain import EVENTS as GUIDANCE_EVENTS
-
-from .domain import EVENTS
+from .events import EVENTS
 from .projections import ClientDirectory
 from .reactions import FollowGuidanceClosure, TransferIntake
 from .registrar import Registrar

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -26,31 +26,15 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.decider import Decider
 from shared.errors import DomainConflict, DomainError
-from shared.events import Event, EventRegistry
+from shared.events import Event
+from shared.office_time import WIB, office_date
 
-EVENTS = EventRegistry("registration")
-CONTEXT = "registration"
-WIB = timezone(timedelta(hours=7), "WIB")  # the register year follows the office calendar
-
-
-class Program(StrEnum):
-    """Why a client is under guidance."""
-
-    PB = "PB"                                # pembebasan bersyarat (parole)
-    CB = "CB"                                # cuti bersyarat
-    CMB = "CMB"                              # cuti menjelang bebas
-    ASIMILASI = "ASIMILASI"                  # assimilation at home
-    DIVERSI = "DIVERSI"                      # child diversion agreement
-    PIDANA_BERSYARAT = "PIDANA_BERSYARAT"    # conditional sentence
-    PIDANA_PENGAWASAN = "PIDANA_PENGAWASAN"  # supervision sentence (children)
-
+from .events import (AddressChanged, CaseLink, ClientDetailsCorrected, ClientRegistered,
+                     ClientTransferred, Decision, FamilyContact, NikClaimed, NikReleased,
+                     OfficerAssigned, Period, Person, Program, RegisterNumberIssued,
+                     RegistrationClosed, Sex)
 
 CHILD_PROGRAMS = frozenset({Program.DIVERSI, Program.PIDANA_PENGAWASAN})
-
-
-class Sex(StrEnum):
-    F = "F"
-    M = "M"
 
 
 class Status(StrEnum):
@@ -58,132 +42,6 @@ class Status(StrEnum):
     ACTIVE = "ACTIVE"
     TRANSFERRED = "TRANSFERRED"
     CLOSED = "CLOSED"
-
-
-class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Decision(_Value):
-    """The decision letter (SK) that puts the client under guidance."""
-
-    number: str
-    issued_by: str
-    issued_on: date
-
-
-class Period(_Value):
-    start_on: date
-    end_on: date
-
-
-class Person(_Value):
-    full_name: str
-    nik: str
-    birth_date: date
-    sex: Sex
-    address: str
-    phone: str | None = None
-
-
-class FamilyContact(_Value):
-    name: str
-    relation: str
-    phone: str | None = None
-
-
-class CaseLink(_Value):
-    office: str
-    client_id: str
-
-
-# ------------------------------------------------------------------------------- events
-
-
-@EVENTS.event()
-class ClientRegistered(Event):
-    client_id: str
-    office: str
-    register_number: str
-    program: Program
-    decision: Decision
-    origin_institution: str
-    period: Period
-    person: Person
-    family_contact: FamilyContact | None
-    officer_id: str | None
-    is_child: bool
-    registered_at: datetime
-    transferred_from: CaseLink | None = None
-    warnings: list[str] = []
-
-
-@EVENTS.event()
-class OfficerAssigned(Event):
-    officer_id: str
-    previous_officer_id: str | None
-    reason: str
-    assigned_at: datetime
-
-
-@EVENTS.event()
-class AddressChanged(Event):
-    address: str
-    previous_address: str
-    reported_by_client: bool
-    changed_at: datetime
-
-
-@EVENTS.event()
-class ClientDetailsCorrected(Event):
-    field: str
-    old_value: Any
-    new_value: Any
-    reason: str
-    corrected_at: datetime
-
-
-@EVENTS.event()
-class ClientTransferred(Event):
-    to_office: str
-    new_client_id: str
-    tpp_decision_id: str
-    approved_by: str
-    transferred_at: datetime
-
-
-@EVENTS.event()
-class RegistrationClosed(Event):
-    """Guidance has ended (a reaction to GuidanceClosed): the record is read-only and the
-    person may be registered again."""
-
-    reason: str
-    closed_on: date
-
-
-@EVENTS.event()
-class RegisterNumberIssued(Event):
-    """On the office's register book: the number given to a client."""
-
-    number: int
-    register_number: str
-    client_id: str
-
-
-@EVENTS.event()
-class NikClaimed(Event):
-    """On the office's NIK index: this client is the person's active registration."""
-
-    client_id: str
-
-
-@EVENTS.event()
-class NikReleased(Event):
-    """On the office's NIK index: the registration holding the NIK is no longer active."""
-
-    client_id: str
-    reason: str
-
 
 # ------------------------------------------------------------------------------ commands
 
@@ -333,7 +191,7 @@ def book_key(at: datetime) -> str:
 
 
 def register_year(at: datetime) -> int:
-    return at.astimezone(WIB).year
+    return at.astimezone(WIB).year  # the register year follows the office calendar
 
 
 def register_number(office: str, year: int, number: int) -> str:
@@ -388,7 +246,7 @@ def register(cmd: RegisterClient, client: Client, book: BookState, nik: NikState
     if cmd.period.end_on <= cmd.period.start_on:
         raise DomainError("the guidance period must end after it starts",
                           field="period.end_on", rule="period_order")
-    today = cmd.registered_at.astimezone(WIB).date()
+    today = office_date(cmd.registered_at)
     if cmd.decision.issued_on > today:
         raise DomainError("the decision letter cannot be dated in the future",
                           field="decision.issued_on", rule="decision_date")

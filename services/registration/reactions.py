@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.guidance.domain import CloseReason, GuidanceClosed
+from services.guidance.events import CloseReason, GuidanceClosed
 from shared.events import Metadata, RecordedEvent
 from shared.projector import Reactor
 from shared.streams import CaseRef

@@ -20,9 +20,10 @@ from shared.metrics import KernelMetrics
 from shared.store import CaseVersion, CaseWrite, EventStore, LoadedCase
 from shared.streams import CaseRef
 
-from .domain import (CONTEXT, DECIDER, BookState, Client, ClientRegistered, CloseRegistration,
-                     NikReleased, NikState, RegisterClient, TransferClient, book_key, decide,
-                     evolve_book, evolve_nik, nik_key, register)
+from .domain import (DECIDER, BookState, Client, ClientRegistered, CloseRegistration, NikReleased,
+                     NikState, RegisterClient, TransferClient, book_key, decide, evolve_book,
+                     evolve_nik, nik_key, register)
+from .events import CONTEXT
 
 
 @dataclass(frozen=True)

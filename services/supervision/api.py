@@ -12,12 +12,13 @@ from shared.decider import CommandRunner, Decision
 from shared.events import RecordedEvent
 from shared.ids import new_id
 from shared.runtime import Kernel
-from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles)
+from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles
 from shared.web.cases import CaseFinder, ChangedOut
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
+from .events import CONTEXT
 
 STAFF = ("pk", "supervisor", "head")
 
@@ -74,7 +75,7 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
     board = f'"{kernel.schema}".board'
     violations = f'"{kernel.schema}".violations'
 
-    cases = CaseFinder(kernel, d.CONTEXT, d.DECIDER, "board", "supervision case")
+    cases = CaseFinder(kernel, CONTEXT, d.DECIDER, "board", "supervision case")
 
     async def act(request: Request, principal: Principal, client_id: str, cmd: object,
                   now: datetime) -> ChangedOut:

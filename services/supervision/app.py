@@ -6,12 +6,13 @@ registration and guidance, the missed-report sweeper and the HTTP routes.
 
 from __future__ import annotations
 
-from services.guidance.domain import EVENTS as GUIDANCE_EVENTS
-from services.registration.domain import EVENTS as REGISTRATION_EVENTS
+from services.guidance.events import EVENTS as GUIDANCE_EVENTS
+from services.registration.events import EVENTS as REGISTRATION_EVENTS
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
 
 from .api import build_router
-from .domain import CONTEXT, DECIDER, EVENTS
+from .domain import DECIDER
+from .events import CONTEXT, EVENTS
 from .projections import ComplianceBoard
 from .reactions import FollowOtherContexts
 from .settings import SupervisionSettings

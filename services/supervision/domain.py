@@ -17,53 +17,29 @@ window closed without one is missed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from shared.decider import Decider
 from shared.errors import DomainConflict, DomainError
-from shared.events import Event, EventRegistry
+from shared.events import Event
 from shared.ids import derived_id
+from shared.office_time import office_date
 
-EVENTS = EventRegistry("supervision")
-CONTEXT = "supervision"
-WIB = timezone(timedelta(hours=7), "WIB")
+from .events import (Category, ContactKind, Outcome, ReportingPlanSet, ReportMissed, Source,
+                     SupervisingOfficerAssigned, SupervisionEnded, SupervisionStarted,
+                     TppReviewRequested, ViolationRecorded, VisitLogged)
+
 DEFAULT_INTERVAL_DAYS = 30
 DEFAULT_GRACE_DAYS = 3
 MISSES_FOR_VIOLATION = 3
-
-
-class ContactKind(StrEnum):
-    LAPOR_DIRI = "LAPOR_DIRI"                      # the client reports at the office
-    LAPOR_JARAK_JAUH = "LAPOR_JARAK_JAUH"          # remote report (needs a recorded reason)
-    KUNJUNGAN_RUMAH = "KUNJUNGAN_RUMAH"            # home visit
-    KUNJUNGAN_KERJA = "KUNJUNGAN_KERJA"            # workplace visit
-    PERTEMUAN_KELUARGA = "PERTEMUAN_KELUARGA"      # meeting with the family
-    PERTEMUAN_MASYARAKAT = "PERTEMUAN_MASYARAKAT"  # meeting with the community
-
-
 REPORTS = frozenset({ContactKind.LAPOR_DIRI, ContactKind.LAPOR_JARAK_JAUH})
-
-
-class Outcome(StrEnum):
-    MET_COMPLIED = "MET_COMPLIED"
-    MET_FAILED_TO_COMPLY = "MET_FAILED_TO_COMPLY"
-    ACCEPTABLE_ABSENCE = "ACCEPTABLE_ABSENCE"
-    NOT_FOUND = "NOT_FOUND"
-    MOVED_UNREPORTED = "MOVED_UNREPORTED"
-
 
 # a report counts toward wajib lapor unless the client was not there to make it
 REPORTING_OUTCOMES = frozenset({Outcome.MET_COMPLIED, Outcome.MET_FAILED_TO_COMPLY,
                                 Outcome.ACCEPTABLE_ABSENCE})
-
-
-class Category(StrEnum):
-    UMUM = "UMUM"
-    KHUSUS = "KHUSUS"
-
 
 VIOLATION_CODES = {
     Category.UMUM: {"TERSANGKA": "named a suspect of a new offence",
@@ -75,95 +51,10 @@ VIOLATION_CODES = {
 }
 
 
-class Source(StrEnum):
-    OFFICER = "OFFICER"                # recorded by an officer
-    VISIT = "VISIT"                    # found on a visit
-    MISSED_REPORTS = "MISSED_REPORTS"  # three consecutive missed reports
-
-
 class Status(StrEnum):
     NEW = "NEW"
     ACTIVE = "ACTIVE"
     ENDED = "ENDED"
-
-
-# ------------------------------------------------------------------------------- events
-
-
-@EVENTS.event()
-class SupervisionStarted(Event):
-    client_id: str
-    office: str
-    program: str
-    officer_id: str | None
-    is_child: bool
-    period_start_on: date
-    period_end_on: date
-    started_at: datetime
-
-
-@EVENTS.event()
-class SupervisingOfficerAssigned(Event):
-    officer_id: str
-
-
-@EVENTS.event()
-class ReportingPlanSet(Event):
-    interval_days: int
-    grace_days: int
-    remote_allowed: bool
-    first_due_on: date
-    next_due_on: date
-    set_by: str
-
-
-@EVENTS.event()
-class VisitLogged(Event):
-    visit_id: str
-    kind: ContactKind
-    occurred_at: datetime
-    outcome: Outcome
-    notes: str
-    remote_reason: str | None
-    logged_by: str
-    counts_as_report: bool
-    covers_due_on: date | None
-    missed_in_a_row: int = 0  # consecutive misses still standing after this contact
-
-
-@EVENTS.event()
-class ReportMissed(Event):
-    due_on: date
-    grace_days: int
-    consecutive: int
-    detected_on: date
-
-
-@EVENTS.event()
-class ViolationRecorded(Event):
-    violation_id: str
-    category: Category
-    code: str
-    source: Source
-    source_id: str | None
-    notes: str
-    recorded_by: str
-    recorded_on: date
-
-
-@EVENTS.event()
-class TppReviewRequested(Event):
-    """The review panel should look at the case; nothing is revoked automatically."""
-
-    reason: str
-    violation_id: str
-    requested_on: date
-
-
-@EVENTS.event()
-class SupervisionEnded(Event):
-    reason: str
-    ended_on: date
 
 
 # ------------------------------------------------------------------------------ commands
@@ -296,10 +187,6 @@ def evolve(state: Supervision, event: Event) -> Supervision:
 
 
 # ---------------------------------------------------------------------------- decisions
-
-
-def office_date(at: datetime) -> date:
-    return at.astimezone(WIB).date()
 
 
 def _require_active(state: Supervision) -> None:

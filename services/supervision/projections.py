@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.guidance.domain import TppDecisionRecorded, TppSubject
+from services.guidance.events import TppDecisionRecorded, TppSubject
 from shared.events import RecordedEvent
 from shared.projector import Projection, Writer
 

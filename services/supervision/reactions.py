@@ -3,8 +3,8 @@ closed case ends supervision). Events are the only contract between the services
 
 from __future__ import annotations
 
-from services.guidance.domain import GuidanceClosed
-from services.registration import domain as registration
+from services.guidance.events import GuidanceClosed
+from services.registration import events as registration
 from shared.decider import CommandRunner, react
 from shared.events import RecordedEvent
 from shared.projector import Reactor

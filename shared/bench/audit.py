@@ -68,9 +68,9 @@ from uuid_utils import uuid7
 from services.audit.app import definition as audit_service
 from services.audit.history import CASE_CONTEXTS, history
 from services.audit.projections import EventIndex
-from services.guidance import domain as gd
-from services.registration import domain as rg
-from services.supervision import domain as sv
+from services.guidance import events as gd
+from services.registration import events as rg
+from services.supervision import events as sv
 
 from .. import natsfast
 from ..db import quote_ident

@@ -14,7 +14,7 @@ import nats
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from services.registration.domain import EVENTS as REGISTRATION_EVENTS
+from services.registration.events import EVENTS as REGISTRATION_EVENTS
 from shared.events import EventCatalog
 from shared.store import EventStore
 from shared.streams import CaseRef, Topology

@@ -10,8 +10,9 @@ from datetime import UTC, date, datetime, timedelta
 import nats
 import pytest
 
-from services.supervision.domain import EVENTS, office_date
+from services.supervision.events import EVENTS
 from shared.events import EventCatalog
+from shared.office_time import office_date
 from shared.store import EventStore
 from shared.streams import CaseRef, Topology
 from shared.web.auth import TokenService

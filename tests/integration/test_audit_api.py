@@ -105,7 +105,7 @@ async def test_a_case_touched_by_every_service_replays_in_order(svc):
     assert verified["intact"] is True and verified["checked"] == len(events)
 
 
-async def test_the_state_as_of_an_instant_is_folded_like_the_services_do(svc):
+async def test_the_state_as_of_an_instant_is_what_the_events_stored_by_then_say(svc):
     reg, gd, sv, au = svc
     cid, at = await a_busy_case(reg, gd, sv)
     await history_of(au, cid)

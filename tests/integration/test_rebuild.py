@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import shared.local.rebuild as rebuild
 from services.registration.app import definition
-from services.registration.domain import (EVENTS, AddressChanged, ClientDetailsCorrected,
+from services.registration.events import (EVENTS, AddressChanged, ClientDetailsCorrected,
                                           ClientRegistered, Decision, FamilyContact,
                                           OfficerAssigned, Period, Person, Program, Sex)
 from shared.cli import main

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import strategies as st
 
 from services.guidance import domain as d
+from services.guidance.events import Frequency
 from shared.errors import DomainConflict, DomainError
 
 OPENED_AT = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)
@@ -24,7 +25,7 @@ A, L, K = d.Stage.AWAL, d.Stage.LANJUTAN, d.Stage.AKHIR
 STAGE, REVOCATION = d.TppSubject.STAGE, d.TppSubject.REVOCATION
 APPROVED = d.TppOutcome.APPROVED
 ACTIVITY = d.Activity(kind=d.GuidanceKind.KEMANDIRIAN, approach=d.Approach.INDIVIDU,
-                      frequency=d.Frequency.MONTHLY, description="pelatihan las")
+                      frequency=Frequency.MONTHLY, description="pelatihan las")
 ELSEWHERE = {"office": "bandung", "client_id": "c-2"}
 
 

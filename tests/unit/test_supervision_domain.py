@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from services.supervision import domain as d
 from shared.errors import DomainConflict, DomainError
 from shared.ids import derived_id
+from shared.office_time import WIB
 
 CLIENT = "c-1"
 STARTED_AT = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
@@ -75,7 +76,7 @@ def refused(cmd: object, state: d.Supervision) -> DomainError:
 
 def at_wib(on: date, hour: int = 10, minute: int = 0) -> datetime:
     """An instant on office date `on` (WIB), in UTC as the API stores it."""
-    return datetime(on.year, on.month, on.day, hour, minute, tzinfo=d.WIB).astimezone(UTC)
+    return datetime(on.year, on.month, on.day, hour, minute, tzinfo=WIB).astimezone(UTC)
 
 
 # commands

@@ -1,0 +1,164 @@
+"""Registration's published language: the events this context stores and every other
+context may read (the frozen pydantic models, their versions and upcasters, the enums and
+values they carry). Other contexts import this module, never `domain`.
+
+Words: a *klien* (client) is one registration of a person under community guidance; a *PK*
+(Pembimbing Kemasyarakatan) is the officer assigned to the client; the *NIK* (Nomor Induk
+Kependudukan) is the 16-digit national identity number; the *register book* gives each
+registration of an office a number unique within the office and year.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.events import Event, EventRegistry
+
+EVENTS = EventRegistry("registration")
+CONTEXT = "registration"
+
+
+class Program(StrEnum):
+    """Why a client is under guidance."""
+
+    PB = "PB"                                # pembebasan bersyarat (parole)
+    CB = "CB"                                # cuti bersyarat
+    CMB = "CMB"                              # cuti menjelang bebas
+    ASIMILASI = "ASIMILASI"                  # assimilation at home
+    DIVERSI = "DIVERSI"                      # child diversion agreement
+    PIDANA_BERSYARAT = "PIDANA_BERSYARAT"    # conditional sentence
+    PIDANA_PENGAWASAN = "PIDANA_PENGAWASAN"  # supervision sentence (children)
+
+
+class Sex(StrEnum):
+    F = "F"
+    M = "M"
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Decision(_Value):
+    """The decision letter (SK) that puts the client under guidance."""
+
+    number: str
+    issued_by: str
+    issued_on: date
+
+
+class Period(_Value):
+    start_on: date
+    end_on: date
+
+
+class Person(_Value):
+    full_name: str
+    nik: str
+    birth_date: date
+    sex: Sex
+    address: str
+    phone: str | None = None
+
+
+class FamilyContact(_Value):
+    name: str
+    relation: str
+    phone: str | None = None
+
+
+class CaseLink(_Value):
+    office: str
+    client_id: str
+
+
+# ------------------------------------------------------------------------------- events
+
+
+@EVENTS.event()
+class ClientRegistered(Event):
+    client_id: str
+    office: str
+    register_number: str
+    program: Program
+    decision: Decision
+    origin_institution: str
+    period: Period
+    person: Person
+    family_contact: FamilyContact | None
+    officer_id: str | None
+    is_child: bool
+    registered_at: datetime
+    transferred_from: CaseLink | None = None
+    warnings: list[str] = []
+
+
+@EVENTS.event()
+class OfficerAssigned(Event):
+    officer_id: str
+    previous_officer_id: str | None
+    reason: str
+    assigned_at: datetime
+
+
+@EVENTS.event()
+class AddressChanged(Event):
+    address: str
+    previous_address: str
+    reported_by_client: bool
+    changed_at: datetime
+
+
+@EVENTS.event()
+class ClientDetailsCorrected(Event):
+    field: str
+    old_value: Any
+    new_value: Any
+    reason: str
+    corrected_at: datetime
+
+
+@EVENTS.event()
+class ClientTransferred(Event):
+    to_office: str
+    new_client_id: str
+    tpp_decision_id: str
+    approved_by: str
+    transferred_at: datetime
+
+
+@EVENTS.event()
+class RegistrationClosed(Event):
+    """Guidance has ended (a reaction to GuidanceClosed): the record is read-only and the
+    person may be registered again."""
+
+    reason: str
+    closed_on: date
+
+
+@EVENTS.event()
+class RegisterNumberIssued(Event):
+    """On the office's register book: the number given to a client."""
+
+    number: int
+    register_number: str
+    client_id: str
+
+
+@EVENTS.event()
+class NikClaimed(Event):
+    """On the office's NIK index: this client is the person's active registration."""
+
+    client_id: str
+
+
+@EVENTS.event()
+class NikReleased(Event):
+    """On the office's NIK index: the registration holding the NIK is no longer active."""
+
+    client_id: str
+    reason: str
