@@ -127,13 +127,12 @@ async def test_a_killed_dispatcher_loses_no_delivery_and_repeats_with_the_same_i
         secret = sub["secret"]
 
         # register while the deliveries flow; kill the process while it waits for an answer
+        # (registering may finish first on a busy machine: the deliveries still flow)
         registering = asyncio.create_task(asyncio.to_thread(register_all, reg))
-        await eventually(lambda: receiver.held.is_set() or registering.done(), timeout=60,
-                         every=0.01)
+        await eventually(lambda: receiver.held.is_set() or (
+            registering.done() and registering.exception() is not None), timeout=60, every=0.01)
         if not receiver.held.is_set():
             await registering  # raises what went wrong
-            pytest.fail(f"all {CLIENTS} registered, but only {len(receiver.received())} "
-                        "deliveries arrived before the kill")
         system.kill("notification")
         at_kill = receiver.received()
         receiver.release.set()
