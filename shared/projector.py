@@ -52,7 +52,7 @@ from .metrics import KernelMetrics
 from .store import decode_message
 from .streams import Topology
 
-__all__ = ["ACK_POLICY", "Projection", "Reactor", "Writer", "ProjectionRunner",
+__all__ = ["ACK_POLICY", "stream_seq", "Projection", "Reactor", "Writer", "ProjectionRunner",
            "ProjectionStatus", "parked_cases", "release_parked", "request_rebuild",
            "withdraw_rebuild"]
 
@@ -221,7 +221,7 @@ class _Item:
 ACK_POLICY = AckPolicy.ALL
 
 
-def _stream_seq(msg: Msg) -> int:
+def stream_seq(msg: Msg) -> int:
     """A delivered message's stream sequence, read from its ack subject
     (`$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`)
     without nats-py building its whole metadata (two dataclasses and a datetime) for every
@@ -601,7 +601,7 @@ class ProjectionRunner:
             return exc
 
     async def _apply(self, state: _LoopState, stream: str, msgs: list[Msg]) -> None:
-        items = [_Item(stream, _stream_seq(m), m.subject, m.headers or {}, m.data)
+        items = [_Item(stream, stream_seq(m), m.subject, m.headers or {}, m.data)
                  for m in msgs]
         async with self.pool.acquire() as conn:
             try:

@@ -3,6 +3,8 @@
 A benchmark reports each of our figures next to the raw operation it builds on, measured in
 the same run on the same servers (DESIGN §9): absolute rates say more about the machine and
 its fsync than about our code, a ratio says what our code costs on top of the raw client.
+So targets are ratios too: a rate of at least, a latency of at most, so many times the raw
+operation's.
 """
 
 from __future__ import annotations
@@ -88,20 +90,26 @@ def set_nats_sync(endpoints: Endpoints, sync_always: bool) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What a figure should reach: a minimum ratio to its raw reference, or a maximum value."""
+    """What a figure should reach: a minimum ratio to its raw reference (a rate), a maximum
+    ratio to it (a latency), or a maximum value."""
 
     min_ratio: float | None = None
+    max_ratio: float | None = None
     max_value: float | None = None
 
     def describe(self, unit: str) -> str:
         if self.min_ratio is not None:
-            return f"ratio >= {self.min_ratio:g}"
-        return f"<= {self.max_value:g} {unit}"
+            return f"≥ {self.min_ratio} × raw"
+        if self.max_ratio is not None:
+            return f"≤ {self.max_ratio} × raw"
+        return f"≤ {self.max_value:g} {unit}"
 
     def met(self, figure: Figure) -> bool:
+        ratio = figure.ratio
         if self.min_ratio is not None:
-            ratio = figure.ratio
             return ratio is not None and ratio >= self.min_ratio
+        if self.max_ratio is not None:
+            return ratio is not None and ratio <= self.max_ratio
         assert self.max_value is not None
         return figure.value <= self.max_value
 
