@@ -24,13 +24,21 @@ must not cause side effects.
 A reactor is the same machinery with no tables: it appends its own context's events in
 answer to another context's, with deterministic ids, and its checkpoint moves only after the
 appends were acknowledged.
+
+Batches come in one of two ways, with the same guarantees (the consumer is provisioned by
+our own code at the checkpoint, applied batches are acked after the commit): reactors and
+the notification consumers run as FastStream JetStream pull subscribers in batch mode with
+manual acks; read models keep the kernel's own puller, which fetches one batch ahead and
+which `bapas bench kernel` measures against FastStream's batch subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +47,9 @@ from typing import Any, ClassVar
 import asyncpg
 import nats.errors
 import structlog
+from faststream import AckPolicy as FsAckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage as FsNatsMessage
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -78,6 +89,10 @@ class Projection:
     version: ClassVar[int] = 1
     contexts: ClassVar[tuple[str, ...]]
     tables: ClassVar[dict[str, str]] = {}
+    # Read models stay on the kernel's own intake, which `bapas bench kernel` measures
+    # faster than FastStream's batch subscriber; a projection with side effects may ask for
+    # FastStream like the reactors.
+    via_faststream: ClassVar[bool] = False
 
     def handlers(self) -> Mapping[type[Event], Handler]:
         """Event type -> `async def handler(writer, event)`."""
@@ -90,6 +105,7 @@ class Reactor:
     name: ClassVar[str]
     contexts: ClassVar[tuple[str, ...]]
     tables: ClassVar[dict[str, str]] = {}  # a reactor owns no tables, only its checkpoint
+    via_faststream: ClassVar[bool] = True  # a FastStream subscriber, given a broker
 
     def handlers(self) -> Mapping[type[Event], Handler]:
         """Event type -> `async def handler(event)`."""
@@ -232,6 +248,18 @@ def stream_seq(msg: Msg) -> int:
     return msg.metadata.sequence.stream
 
 
+def consumer_seq(msg: Msg) -> int:
+    """A delivered message's consumer sequence, read from its ack subject as `stream_seq`."""
+    tokens = msg.reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[6])
+    return msg.metadata.sequence.consumer
+
+
+class DeliveryGap(Exception):
+    """A batch did not follow the last one delivered: deliveries were lost on the way."""
+
+
 class _SlowPath(Exception):
     """The fast path met a held case or a failing event: redo the batch event by event."""
 
@@ -240,6 +268,7 @@ class _SlowPath(Exception):
 class ProjectionStatus:
     name: str
     kind: str
+    intake: str = "kernel"
     role: str = "starting"
     active_tag: str | None = None
     building_tag: str | None = None
@@ -248,7 +277,7 @@ class ProjectionStatus:
     last_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "role": self.role,
+        return {"name": self.name, "kind": self.kind, "intake": self.intake, "role": self.role,
                 "active": self.active_tag, "building": self.building_tag,
                 "lag": self.lag, "held_cases": self.held_cases, "last_error": self.last_error}
 
@@ -260,7 +289,8 @@ class ProjectionRunner:
                  topology: Topology, schema: str, catalog: EventCatalog,
                  metrics: KernelMetrics | None = None, batch_size: int = 256,
                  fetch_wait: float = 0.5, retry_delays: Sequence[float] = (1.0, 5.0, 30.0),
-                 ack_wait: float = 30.0, standby_poll: float = 2.0) -> None:
+                 ack_wait: float = 30.0, standby_poll: float = 2.0,
+                 broker: NatsBroker | None = None) -> None:
         self.target = target
         self.kind = "projection" if isinstance(target, Projection) else "reactor"
         self.name = target.name
@@ -279,7 +309,11 @@ class ProjectionRunner:
         self.standby_poll = standby_poll
         self.handlers = {cls.event_type: fn for cls, fn in target.handlers().items()}
         self.streams = {topology.stream(c): c for c in target.contexts}
-        self.status = ProjectionStatus(self.name, self.kind)
+        # FastStream subscribers take the batches when given a connected broker (the
+        # service gives one to targets that are `via_faststream`); else the kernel's puller
+        self.broker = broker
+        self.status = ProjectionStatus(self.name, self.kind,
+                                       "faststream" if self.broker is not None else "kernel")
         self._caught_up: dict[str, asyncio.Event] = {}
         self._loops: dict[str, asyncio.Task] = {}
         self._replaying: dict[str, bool] = {}
@@ -490,12 +524,40 @@ class ProjectionRunner:
         state = _LoopState(tag=tag, names=names, sql_cache=cache, held=held)
         self.status.held_cases = len(held)
         self.metrics.parked.labels(self.name).set(len(held))
+        if self.broker is not None:
+            await self._consume_with_faststream(state)
+        else:
+            await self._consume_with_puller(state)
+
+    async def _settle(self, state: _LoopState, stream: str, msgs: list[Msg]) -> None:
+        """Apply one fetched batch and ack it (after the commit, one ack for all)."""
+        await self._apply(state, stream, msgs)
+        await msgs[-1].ack()  # acks the whole batch (ACK_POLICY)
+        self._applied[f"{state.tag}:{stream}"] = stream_seq(msgs[-1])
+        self._check_caught_up(state.tag)
+
+    def _fetched_batch(self, tag: str, stream: str, msgs: list[Msg]) -> None:
+        key = f"{tag}:{stream}"
+        pending = msgs[-1].metadata.num_pending
+        self._fetched[key] = stream_seq(msgs[-1])
+        self.status.lag[key] = pending
+        self.metrics.lag.labels(self.name, stream).set(pending)
+
+    def _no_lag(self, tag: str, stream: str) -> None:
+        self.status.lag[f"{tag}:{stream}"] = 0
+        self.metrics.lag.labels(self.name, stream).set(0)
+
+    async def _consume_with_puller(self, state: _LoopState) -> None:
+        """The kernel's own intake: a fetcher per stream runs one batch ahead of the apply."""
+        tag = state.tag
         queue: asyncio.Queue[tuple[str, list[Msg]]] = asyncio.Queue(maxsize=len(self.streams))
         fetchers = []
         try:
             for stream in self.streams:
-                psub = await self._sync_consumer(tag, stream)
-                fetchers.append(asyncio.create_task(self._fetch(stream, psub, queue, tag)))
+                durable, _ = await self._sync_consumer(tag, stream)
+                puller = _Puller(self.nc, stream, durable)
+                await puller.start()
+                fetchers.append(asyncio.create_task(self._fetch(stream, puller, queue, tag)))
             while True:
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
@@ -510,15 +572,120 @@ class ProjectionRunner:
                 for f in fetchers:
                     if f.done():
                         f.result()
-                await self._apply(state, stream, msgs)
-                await msgs[-1].ack()  # acks the whole batch (ACK_POLICY)
-                self._applied[f"{tag}:{stream}"] = msgs[-1].metadata.sequence.stream
-                self._check_caught_up(tag)
+                await self._settle(state, stream, msgs)
                 await self._retry_due(state)
         finally:
             for f in fetchers:
                 f.cancel()
             await asyncio.gather(*fetchers, return_exceptions=True)
+
+    async def _consume_with_faststream(self, state: _LoopState) -> None:
+        """FastStream's intake: a JetStream pull subscriber per stream (fetching up to a
+        batch per request, manual acks), bound to the durable consumer our own code
+        provisioned at the checkpoint, with `declare=False`.
+
+        Its handler only hands each message to this loop and waits until the message's
+        batch is applied and acked, so the subscriber fetches again only then, as the
+        kernel's loop would. The loop applies what arrived in consumer-sequence order and
+        between batches retries held cases. FastStream's batch mode is not used: it keeps
+        fetching until the batch is full or its timeout runs out (a partial batch waits the
+        whole timeout), and when nats-py 2.16 raises a bare `asyncio.TimeoutError` from
+        such a fetch (FastStream catches only `nats.errors.TimeoutError`) it drops what it
+        had collected; one ack settles every earlier message (ACK_POLICY), so the next
+        batch would skip those for good."""
+        assert self.broker is not None
+        tag = state.tag
+        waiting: dict[str, list[tuple[Msg, asyncio.Future[None]]]] = {s: [] for s in self.streams}
+        arrived = asyncio.Event()
+        # The consumer sequence the next message of each stream must carry: every delivery,
+        # redeliveries included, takes the next one, so a hole means a delivery went astray.
+        next_delivery: dict[str, int] = {}
+        gap_since: dict[str, float] = {}
+        subscribers = []
+        ended = asyncio.Event()
+
+        def handler(stream: str) -> Callable[..., Awaitable[None]]:
+            async def hand_over(message: FsNatsMessage) -> None:
+                if ended.is_set():
+                    return  # unacked: the next session's consumer delivers it again
+                done = asyncio.get_running_loop().create_future()
+                waiting[stream].append((message.raw_message, done))
+                arrived.set()
+                await done  # applied and acked, or the session ended
+            return hand_over
+
+        def release(items: list[tuple[Msg, asyncio.Future[None]]]) -> None:
+            for _, done in items:
+                if not done.done():
+                    done.set_result(None)
+
+        try:
+            for stream in self.streams:
+                durable, delivered = await self._sync_consumer(tag, stream)
+                next_delivery[stream] = delivered + 1
+                sub = self.broker.subscriber(
+                    self.topology.context_filter(self.streams[stream]),
+                    stream=JStream(stream, declare=False), durable=durable,
+                    pull_sub=PullSub(batch_size=self.batch_size, timeout=self.fetch_wait),
+                    ack_policy=FsAckPolicy.MANUAL, persistent=False, include_in_schema=False)
+                sub(handler(stream))
+                await sub.start()
+                subscribers.append(sub)
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.fetch_wait):
+                        await arrived.wait()
+                arrived.clear()
+                await asyncio.sleep(0)  # let the handlers of one fetch all hand over
+                for stream, items in waiting.items():
+                    if not items:
+                        await self._lag_from_server(tag, stream)
+                        continue
+                    batch = self._contiguous(stream, items, next_delivery[stream])
+                    if not batch:
+                        # the handlers of one fetch run as tasks; a hole that lasts is a loss
+                        since = gap_since.setdefault(stream, time.monotonic())
+                        if time.monotonic() - since > 2 * self.fetch_wait:
+                            raise DeliveryGap(f"{stream}: delivery {next_delivery[stream]} "
+                                              f"never came; got {consumer_seq(items[0][0])}")
+                        continue
+                    gap_since.pop(stream, None)
+                    del items[:len(batch)]
+                    msgs = [m for m, _ in batch]
+                    next_delivery[stream] += len(msgs)
+                    self._fetched_batch(tag, stream, msgs)
+                    try:
+                        await self._settle(state, stream, msgs)
+                    finally:
+                        release(batch)
+                await self._retry_due(state)
+                self._check_caught_up(tag)
+        finally:
+            ended.set()
+            for items in waiting.values():
+                release(items)
+            for sub in subscribers:
+                await _quietly(sub.stop())
+
+    @staticmethod
+    def _contiguous(stream: str, items: list[tuple[Msg, asyncio.Future[None]]], first: int
+                    ) -> list[tuple[Msg, asyncio.Future[None]]]:
+        """The waiting messages that follow the last applied delivery without a hole, in
+        delivery order (sorted in place)."""
+        items.sort(key=lambda item: consumer_seq(item[0]))
+        batch = []
+        for item in items:
+            if consumer_seq(item[0]) != first + len(batch):
+                break
+            batch.append(item)
+        return batch
+
+    async def _lag_from_server(self, tag: str, stream: str) -> None:
+        """What the consumer has yet to deliver or to see acked: 0 once all is applied."""
+        info = await self.js.consumer_info(stream, self._durable(tag, stream))
+        lag = info.num_pending + info.num_ack_pending
+        self.status.lag[f"{tag}:{stream}"] = lag
+        self.metrics.lag.labels(self.name, stream).set(lag)
 
     def _check_caught_up(self, tag: str) -> None:
         """Caught up: nothing left in the streams, and everything fetched applied (the
@@ -530,8 +697,9 @@ class ProjectionRunner:
                 and self._applied.get(k, 0) >= self._fetched.get(k, 0) for k in keys):
             waiter.set()
 
-    async def _sync_consumer(self, tag: str, stream: str):
-        """Point the durable consumer at the checkpoint, recreating it if it ran ahead."""
+    async def _sync_consumer(self, tag: str, stream: str) -> tuple[str, int]:
+        """Point the durable consumer at the checkpoint, recreating it if it ran ahead;
+        returns its name and the last consumer sequence it delivered."""
         durable = self._durable(tag, stream)
         async with self.pool.acquire() as conn:
             position = await conn.fetchval(
@@ -563,23 +731,17 @@ class ProjectionRunner:
                 opt_start_seq=position + 1 if position else None,
             )
             await self.js.add_consumer(stream, config)
-        puller = _Puller(self.nc, stream, durable)
-        await puller.start()
-        return puller
+            return durable, 0
+        return durable, info.delivered.consumer_seq
 
     async def _fetch(self, stream: str, puller: _Puller, queue: asyncio.Queue, tag: str) -> None:
-        key = f"{tag}:{stream}"
         try:
             while True:
                 msgs = await puller.fetch(self.batch_size, self.fetch_wait)
                 if not msgs:
-                    self.status.lag[key] = 0
-                    self.metrics.lag.labels(self.name, stream).set(0)
+                    self._no_lag(tag, stream)
                     continue
-                pending = msgs[-1].metadata.num_pending
-                self._fetched[key] = msgs[-1].metadata.sequence.stream
-                self.status.lag[key] = pending
-                self.metrics.lag.labels(self.name, stream).set(pending)
+                self._fetched_batch(tag, stream, msgs)
                 await queue.put((stream, msgs))
         finally:
             await puller.stop()

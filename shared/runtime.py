@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import re
 import signal
 import sys
@@ -23,6 +24,7 @@ import asyncpg
 import structlog
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 
 from . import natsfast
@@ -68,12 +70,14 @@ class Kernel:
     """The connections and kernel objects of one service process."""
 
     def __init__(self, *, service: str, settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                 registries: tuple[EventRegistry, ...]) -> None:
+                 registries: tuple[EventRegistry, ...], broker: NatsBroker | None = None
+                 ) -> None:
         self.service = service
         self.settings = settings
         self.topology = Topology(settings.namespace)
         self.schema = self.topology.schema(service)
         self.nc = nc
+        self.broker = broker  # FastStream's own connection, for the reactors' subscribers
         self.pool = pool
         self.metrics = KernelMetrics()
         self.catalog = EventCatalog(ACCESS, *registries)
@@ -90,15 +94,18 @@ class Kernel:
         topology = Topology(settings.namespace)
         await check_server_profile(settings.monitor_url)
         nc = await connect_nats(settings.nats_url, f"bapas-{service}")
+        broker = subscriber_broker(settings.nats_url, f"bapas-{service}-subscribers")
         try:
             await ensure_streams(nc.jetstream(), topology, settings.stream_replicas)
             pool = await create_pool(settings.dsn, max_size=20)
+            await broker.start()
         except BaseException:
-            await nc.close()
+            await _quietly_close(broker, nc)
             raise
         async with pool.acquire() as conn:
             await ensure_kernel_tables(conn, topology.schema(service))
-        return cls(service=service, settings=settings, nc=nc, pool=pool, registries=registries)
+        return cls(service=service, settings=settings, nc=nc, pool=pool, registries=registries,
+                   broker=broker)
 
     def command_runner(self, context: str, decider: Decider) -> CommandRunner:
         return CommandRunner(self.store, context, decider, metrics=self.metrics)
@@ -107,7 +114,8 @@ class Kernel:
         return ProjectionRunner(target, nc=self.nc, pool=self.pool, topology=self.topology,
                                 schema=self.schema, catalog=self.catalog, metrics=self.metrics,
                                 batch_size=self.settings.projection_batch,
-                                retry_delays=self.settings.projection_retry_delays)
+                                retry_delays=self.settings.projection_retry_delays,
+                                broker=self.broker if target.via_faststream else None)
 
     async def start(self, parts: ServiceParts) -> None:
         """Start consumers and background jobs; read models exist when this returns."""
@@ -158,10 +166,9 @@ class Kernel:
             for task in stuck:
                 log.error("task did not stop when asked", task=task.get_name())
         self._tasks.clear()
-        with contextlib.suppress(Exception):
-            # consumers are stopped and every publish was awaited: nothing left to drain
-            # (draining waits on the pull subscriptions' open requests)
-            await asyncio.wait_for(self.nc.close(), 5)
+        # consumers are stopped and every publish was awaited: nothing left to drain
+        # (draining waits on the pull subscriptions' open requests)
+        await _quietly_close(self.broker, self.nc)
         try:
             await asyncio.wait_for(self.pool.close(), 10)
         except Exception:  # noqa: BLE001 - a connection stuck mid-query must not keep locks
@@ -183,6 +190,23 @@ async def _forever(job: Callable[[], Awaitable[None]]) -> None:
             log.error("background job failed; restarting", job=getattr(job, "__name__", "?"),
                       exc_info=exc)
             await asyncio.sleep(2)
+
+
+async def _quietly_close(broker: NatsBroker | None, nc: NATS) -> None:
+    if broker is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(broker.stop(), 5)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), 5)
+
+
+def subscriber_broker(url: str, name: str) -> NatsBroker:
+    """FastStream's broker, for the subscribers of reactors and notification consumers. It
+    declares no stream (our provisioning does) and runs no subscriber until a consumer's
+    leader starts one; its per-message logs go to debug, its errors to our log."""
+    return NatsBroker(servers=url.split(","), name=name, max_reconnect_attempts=-1,
+                      reconnect_time_wait=0.5, connect_timeout=3, graceful_timeout=5,
+                      logger=logging.getLogger("bapas.faststream"), log_level=logging.DEBUG)
 
 
 async def connect_nats(url: str, name: str, *, attempts: int = 30) -> NATS:

@@ -30,6 +30,7 @@ class DeliveryRouter(Projection):
     name = "delivery_router"
     version = 1
     contexts = ("registration", "guidance", "supervision")
+    via_faststream = True  # a notification consumer: FastStream's subscriber, as reactors
     tables = {"contacts": """
         CREATE TABLE {table} (
             client_id       text PRIMARY KEY,

@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+from typing import NamedTuple
 
 import asyncpg
 import pytest
+from faststream.nats import NatsBroker
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared.db import ensure_kernel_tables
@@ -19,32 +21,54 @@ from shared.decider import CommandRunner, Decider
 from shared.events import EventCatalog, Metadata
 from shared.ids import derived_id, new_id
 from shared.projector import ProjectionRunner, Reactor, parked_cases, release_parked
+from shared.runtime import subscriber_broker
 from shared.store import EventStore
 from shared.streams import CaseRef
 from tests.support import ledger
 from tests.support.ledger import LEDGER, AccountOpened, Balances, Credited
 from tests.support.wait import eventually
 
+INTAKES = ("kernel", "faststream")
 META = Metadata(actor="pk-0007", correlation_id="corr-1")
 
 
-@pytest.fixture
-async def kit(nc, pool, topology, streams):
+class Kit(NamedTuple):
+    store: EventStore
+    runner: CommandRunner
+    schema: str
+    intake: str
+    broker: NatsBroker | None  # FastStream's, when the intake under test is FastStream
+
+
+@pytest.fixture(params=INTAKES)
+async def kit(request, nc, pool, topology, streams, servers):
+    """Every test here runs twice: batches taken by the kernel's own puller, and by
+    FastStream's batch subscriber (as reactors and notification consumers run)."""
     store = EventStore(nc, topology, EventCatalog(LEDGER))
     runner = CommandRunner(store, "ledger", Decider(ledger.Account(), ledger.decide,
                                                     ledger.evolve))
     schema = topology.schema("ledgerview")
     async with pool.acquire() as conn:
         await ensure_kernel_tables(conn, schema)
-    return store, runner, schema
+    if request.param == "kernel":
+        yield Kit(store, runner, schema, "kernel", None)
+        return
+    broker = subscriber_broker(servers.nats_url, "test-subscribers")
+    await broker.start()
+    try:
+        yield Kit(store, runner, schema, "faststream", broker)
+    finally:
+        await broker.stop()
 
 
-def projector(kit_, nc, pool, topology, target=None, **kw) -> ProjectionRunner:
-    _, _, schema = kit_
+def projector(kit_: Kit, nc, pool, topology, target=None, **kw) -> ProjectionRunner:
     kw.setdefault("retry_delays", (0.1, 0.2))
     kw.setdefault("fetch_wait", 0.2)
-    return ProjectionRunner(target or Balances(), nc=nc, pool=pool, topology=topology,
-                            schema=schema, catalog=EventCatalog(LEDGER), **kw)
+    runner = ProjectionRunner(target or Balances(), nc=nc, pool=pool, topology=topology,
+                              schema=kit_.schema, catalog=EventCatalog(LEDGER),
+                              broker=kit_.broker, **kw)
+    assert runner.status.intake == kit_.intake
+    return runner
 
 
 @contextlib.asynccontextmanager
@@ -92,7 +116,7 @@ async def fill(runner: CommandRunner, n_cases: int, credits: int) -> list[CaseRe
 
 async def test_a_projection_equals_a_fold_of_the_stream_and_survives_restarts(
         kit, nc, pool, topology):
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
     refs = await fill(runner, 12, 4)
     p = projector(kit, nc, pool, topology, batch_size=7)  # several batches
     async with running(p):
@@ -106,7 +130,7 @@ async def test_a_projection_equals_a_fold_of_the_stream_and_survives_restarts(
 
 
 async def test_a_poison_event_parks_only_its_case_and_others_flow_on(kit, nc, pool, topology):
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
     good, bad = await fill(runner, 2, 1)
     await runner.run(bad, ledger.Credit(99, "poison"), META)
     await runner.run(bad, ledger.Credit(5), META)   # after the poison: must wait, in order
@@ -130,7 +154,7 @@ async def test_a_poison_event_parks_only_its_case_and_others_flow_on(kit, nc, po
 
 
 async def test_a_released_case_applies_its_held_events_in_order(kit, nc, pool, topology):
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
     (bad,) = await fill(runner, 1, 0)
     await runner.run(bad, ledger.Credit(99, "poison"), META)
     await runner.run(bad, ledger.Credit(5), META)
@@ -182,7 +206,7 @@ class WelcomeBonus(Reactor):
 
 async def test_a_reaction_appends_once_even_when_replayed_from_the_start(
         kit, nc, pool, topology):
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
     refs = await fill(runner, 5, 0)
     reactor = WelcomeBonus(runner)
     r = projector(kit, nc, pool, topology, target=reactor)
@@ -200,7 +224,7 @@ async def test_a_reaction_appends_once_even_when_replayed_from_the_start(
 
 
 async def test_a_new_projection_version_rebuilds_then_switches(kit, nc, pool, topology):
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
     refs = await fill(runner, 4, 2)
     async with running(projector(kit, nc, pool, topology)):
         await eventually(lambda: projected(pool, schema), equals=await fold_all(store, refs))
@@ -232,10 +256,10 @@ async def test_a_new_projection_version_rebuilds_then_switches(kit, nc, pool, to
 
 async def test_a_projector_killed_mid_batch_loses_nothing_and_applies_nothing_twice(
         kit, nc, pool, topology, servers):
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
     refs = await fill(runner, 30, 9)  # 300 events
     env = dict(os.environ, NS=topology.namespace, NATS_URL=servers.nats_url, DSN=servers.dsn,
-               SCHEMA=schema)
+               SCHEMA=schema, INTAKE=kit.intake)
     cmd = [sys.executable, "-m", "tests.support.projector_proc"]
 
     async def checkpoint() -> int:
@@ -262,7 +286,7 @@ async def test_a_projector_killed_mid_batch_loses_nothing_and_applies_nothing_tw
 
 
 async def test_runners_of_two_replicas_share_one_leader(kit, nc, pool, topology):
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
     refs = await fill(runner, 6, 3)
     a, b = (projector(kit, nc, pool, topology, standby_poll=0.2) for _ in range(2))
     async with running(a, b):
@@ -271,7 +295,7 @@ async def test_runners_of_two_replicas_share_one_leader(kit, nc, pool, topology)
 
 
 async def test_unhandled_event_types_only_move_the_checkpoint(kit, nc, pool, topology):
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
 
     class OpenedOnly(Balances):
         def handlers(self):
@@ -288,7 +312,7 @@ async def test_one_ack_per_batch_and_an_older_explicit_ack_consumer_is_replaced(
         kit, nc, pool, topology):
     """The consumer acks all up to a sequence, so one ack settles a batch. A consumer left
     by a version that acked each message is recreated at the checkpoint, nothing lost."""
-    store, runner, schema = kit
+    store, runner, schema, *_ = kit
     js, stream = nc.jetstream(), topology.stream("ledger")
 
     async def consumer() -> tuple[AckPolicy, int, int]:

@@ -213,7 +213,12 @@ async def test_officer_address_and_corrections_keep_what_was_before(svc):
         f'SELECT full_name, birth_date FROM "{schema}".clients WHERE client_id = $1', cid),
         until=lambda r: r and str(r["birth_date"]) == "1945-08-18")
     assert row["full_name"] == "Siti Aminah Lubis"  # the read model took both corrections
-    assert (await svc.http.get("/readyz")).json()["held_cases"] == []
+    ready = (await svc.http.get("/readyz")).json()
+    assert ready["held_cases"] == []
+    # read models on the kernel's own loop, reactions as FastStream subscribers
+    intakes = {c["name"]: c["intake"] for c in ready["consumers"]}
+    assert intakes["client_directory"] == "kernel"
+    assert intakes["transfer_intake"] == intakes["follow_guidance_closure"] == "faststream"
     assert view["person"]["address"] == "Jl. Melati 2, Depok" and view["officer_id"] == "pk-0009"
     bad = await svc.http.post(f"/v1/clients/{cid}/corrections", headers=pk,
                               json={"field": "person.nik", "value": "x", "reason": "r"})

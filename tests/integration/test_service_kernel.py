@@ -43,6 +43,7 @@ async def test_readiness_reports_a_parked_case_and_stays_ready(kernel):
         assert doc["status"] == "ready" and doc["degraded"] is True
         assert doc["held_cases"][0]["subject"].endswith(".ledger.client-1")
         assert doc["consumers"][0]["name"] == "balances" and doc["consumers"][0]["held_cases"] == 1
+        assert doc["consumers"][0]["intake"] == "kernel"  # a read model: the kernel's own loop
         metrics = (await c.get("/metrics")).text
         assert 'bapas_projection_parked_cases{projection="balances"} 1.0' in metrics
         assert 'bapas_events_appended_total{stream="' in metrics
