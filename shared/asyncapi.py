@@ -77,8 +77,9 @@ def access_channel(topology: Topology) -> Channel:
     client's data publish it, the audit service reads it."""
     return case_channel(topology, ACCESS, description=(
         "Each read of a client's data by a person, published before the answer goes out, "
-        f"in the stream {topology.stream('access')}. Each record stands alone "
-        "(`ce-sequence` 0) and carries the hash of its own body. " + CASE_HEADERS))
+        f"in the stream {topology.stream('access')}. CloudEvents 1.0 in binary mode, as on "
+        "the case subjects, but each record stands alone: `ce-sequence` 0, and `ce-hash` "
+        "over its own body only."))
 
 
 @functools.cache
