@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 
 from . import natsfast
 from .access import ACCESS, AccessRecorder
+from .asyncapi import Contract, asyncapi_document
 from .db import create_pool, ensure_kernel_tables
 from .decider import CommandRunner, Decider
 from .errors import ProfileError
@@ -64,6 +65,7 @@ class ServiceDefinition:
     registries: tuple[EventRegistry, ...]
     build: Callable[[Kernel], ServiceParts]
     version: str = "0.1.0"
+    contract: Callable[[Topology], Contract] | None = None  # for its AsyncAPI document
 
 
 class Kernel:
@@ -244,7 +246,10 @@ def _without_password(url: str) -> str:
 def build_app(defn: ServiceDefinition, kernel: Kernel, parts: ServiceParts) -> FastAPI:
     app = create_app(service=defn.name, title=defn.title, description=defn.description,
                      version=defn.version, tokens=kernel.tokens, metrics=kernel.metrics,
-                     readiness=kernel.readiness, routers=parts.routers)
+                     readiness=kernel.readiness, routers=parts.routers,
+                     asyncapi=None if defn.contract is None else lambda: asyncapi_document(
+                         defn.title, defn.version, defn.description,
+                         defn.contract(kernel.topology)))
     app.state.kernel = kernel
     return app
 

@@ -7,7 +7,9 @@ registration's events, the litmas sweeper and the HTTP routes.
 from __future__ import annotations
 
 from services.registration.events import EVENTS as REGISTRATION_EVENTS
+from shared.asyncapi import Contract, access_channel, case_channel
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
+from shared.streams import Topology
 
 from .api import build_router
 from .desk import GuidanceDesk
@@ -28,6 +30,12 @@ def build(kernel: Kernel) -> ServiceParts:
                                    settings.sweep_seconds)])
 
 
+def contract(topology: Topology) -> Contract:
+    """Its own events and the record of reads of its clients; the other contexts it follows."""
+    return Contract(sends=(case_channel(topology, EVENTS), access_channel(topology)),
+                    receives=(case_channel(topology, REGISTRATION_EVENTS),))
+
+
 definition = ServiceDefinition(
     name="guidance",
     title="bapas guidance",
@@ -36,4 +44,5 @@ definition = ServiceDefinition(
                 "revocation and closure. A case opens when registration records a client.",
     registries=(EVENTS, REGISTRATION_EVENTS),
     build=build,
+    contract=contract,
 )

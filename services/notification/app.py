@@ -11,12 +11,14 @@ import httpx
 from services.guidance.events import EVENTS as GUIDANCE_EVENTS
 from services.registration.events import EVENTS as REGISTRATION_EVENTS
 from services.supervision.events import EVENTS as SUPERVISION_EVENTS
+from shared.asyncapi import Contract, case_channel
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
+from shared.streams import Topology
 
 from .api import build_router
 from .channels import EmailSender, HttpSmsGateway, WebhookSender
 from .dispatcher import Dispatcher
-from .feed import AgencyFeed, ensure_feed
+from .feed import AgencyFeed, ensure_feed, feed_channels
 from .reminders import reminder_scheduler
 from .router import DeliveryRouter
 from .schema import ensure_tables
@@ -50,6 +52,14 @@ def build(kernel: Kernel) -> ServiceParts:
         setup=[tables, feed_stream])
 
 
+def contract(topology: Topology) -> Contract:
+    """Publishes the agency feed; reads the three contexts (webhooks and e-mail are not
+    NATS, so not in the AsyncAPI document)."""
+    return Contract(sends=feed_channels(topology),
+                    receives=tuple(case_channel(topology, r) for r in
+                                   (REGISTRATION_EVENTS, GUIDANCE_EVENTS, SUPERVISION_EVENTS)))
+
+
 definition = ServiceDefinition(
     name="notification",
     title="bapas notification",
@@ -58,4 +68,5 @@ definition = ServiceDefinition(
                 "reminders. Each delivery is recorded once and sent at least once.",
     registries=(REGISTRATION_EVENTS, GUIDANCE_EVENTS, SUPERVISION_EVENTS),
     build=build,
+    contract=contract,
 )

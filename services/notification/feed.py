@@ -12,11 +12,17 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from services.guidance.events import EVENTS as GUIDANCE_EVENTS
+from services.registration.events import EVENTS as REGISTRATION_EVENTS
+from services.supervision.events import EVENTS as SUPERVISION_EVENTS
+from shared.asyncapi import Channel
+from shared.envelope import ce_type
 from shared.events import EventCatalog, RecordedEvent
 from shared.projector import Reactor
 from shared.streams import DUPLICATE_WINDOW_S, Topology
 
 from .domain import PUBLIC_EVENT_TYPES, DataLevel, attributes, redact
+from .events import FEED_PAYLOADS
 
 
 def feed_stream(topology: Topology) -> StreamConfig:
@@ -27,6 +33,24 @@ def feed_stream(topology: Topology) -> StreamConfig:
         retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
         max_msgs=-1, max_bytes=-1, max_age=0, duplicate_window=DUPLICATE_WINDOW_S,
         deny_delete=True, deny_purge=True, allow_direct=True)
+
+
+def feed_channels(topology: Topology) -> tuple[Channel, ...]:
+    """The feed for the AsyncAPI document: one channel per public event type, since the
+    subject names the type and so the redacted body an agency receives on it."""
+    return tuple(
+        Channel(name=f"agency_feed.{cls.event_type}",
+                address=topology.feed_subject("{office}", cls.event_type),
+                description=f"{cls.event_type} of the office's clients at the IDENTIFIERS "
+                            f"level (header `ce-datalevel`), in the stream "
+                            f"{topology.stream('agency_feed')}: only the allowlisted fields, "
+                            "each optional, since an older version of the event may lack it. "
+                            "CloudEvents headers as on the event streams, without the actor "
+                            "and the hash chain.",
+                messages=(FEED_PAYLOADS[cls.event_type],),
+                ce_types=(ce_type(cls.event_type, cls.event_version),))
+        for registry in (REGISTRATION_EVENTS, GUIDANCE_EVENTS, SUPERVISION_EVENTS)
+        for cls in registry.types() if cls.event_type in FEED_PAYLOADS)
 
 
 async def ensure_feed(nc: NATS, topology: Topology) -> None:

@@ -7,7 +7,9 @@ transfer intake (reaction) and the HTTP routes.
 from __future__ import annotations
 
 from services.guidance.events import EVENTS as GUIDANCE_EVENTS
+from shared.asyncapi import Contract, access_channel, case_channel
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
+from shared.streams import Topology
 
 from .api import build_router
 from .events import EVENTS
@@ -23,6 +25,12 @@ def build(kernel: Kernel) -> ServiceParts:
                                    FollowGuidanceClosure(registrar)])
 
 
+def contract(topology: Topology) -> Contract:
+    """Its own events and the record of reads of its clients; the other contexts it follows."""
+    return Contract(sends=(case_channel(topology, EVENTS), access_channel(topology)),
+                    receives=(case_channel(topology, GUIDANCE_EVENTS),))
+
+
 definition = ServiceDefinition(
     name="registration",
     title="bapas registration",
@@ -31,4 +39,5 @@ definition = ServiceDefinition(
                 "call needs a bearer token; offices see only their own clients.",
     registries=(EVENTS, GUIDANCE_EVENTS),
     build=build,
+    contract=contract,
 )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from services.guidance.events import EVENTS as GUIDANCE_EVENTS
 from services.registration.events import EVENTS as REGISTRATION_EVENTS
+from shared.asyncapi import Contract, access_channel, case_channel
 from shared.runtime import Kernel, ServiceDefinition, ServiceParts
+from shared.streams import Topology
 
 from .api import build_router
 from .domain import DECIDER
@@ -28,6 +30,13 @@ def build(kernel: Kernel) -> ServiceParts:
         background=[report_sweeper(kernel.pool, kernel.schema, runner, settings.sweep_seconds)])
 
 
+def contract(topology: Topology) -> Contract:
+    """Its own events and the record of reads of its clients; the other contexts it follows."""
+    return Contract(sends=(case_channel(topology, EVENTS), access_channel(topology)),
+                    receives=(case_channel(topology, REGISTRATION_EVENTS),
+                              case_channel(topology, GUIDANCE_EVENTS)))
+
+
 definition = ServiceDefinition(
     name="supervision",
     title="bapas supervision",
@@ -36,4 +45,5 @@ definition = ServiceDefinition(
                 "violations; three missed reports in a row ask the TPP to review the case.",
     registries=(EVENTS, REGISTRATION_EVENTS, GUIDANCE_EVENTS),
     build=build,
+    contract=contract,
 )

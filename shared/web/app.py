@@ -1,4 +1,5 @@
-"""The FastAPI app every service serves: problem details, health, readiness, metrics."""
+"""The FastAPI app every service serves: problem details, health, readiness, metrics, and
+the service's AsyncAPI document."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..asyncapi import asyncapi_html
 from ..ids import new_id
 from ..logging import bind, clear
 from ..metrics import KernelMetrics
@@ -25,7 +27,10 @@ log = structlog.get_logger("bapas.http")
 
 def create_app(*, service: str, title: str, description: str, version: str,
                tokens: TokenService, metrics: KernelMetrics, readiness: ReadinessCheck,
-               routers: Sequence[APIRouter] = (), lifespan: Any = None) -> FastAPI:
+               routers: Sequence[APIRouter] = (), lifespan: Any = None,
+               asyncapi: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
+    """`asyncapi` gives the service's AsyncAPI document, served without a token at
+    /asyncapi.json and as a page at /asyncapi: it is the published contract, not data."""
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     app.state.tokens = tokens
@@ -77,6 +82,17 @@ def create_app(*, service: str, title: str, description: str, version: str,
     @ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if asyncapi is not None:
+        # Documentation like /docs, so left out of the OpenAPI schema. Plain functions: the
+        # first call draws the document, which FastAPI then does off the event loop.
+        @ops.get("/asyncapi.json", include_in_schema=False)
+        def asyncapi_json() -> JSONResponse:
+            return JSONResponse(asyncapi())
+
+        @ops.get("/asyncapi", include_in_schema=False, response_class=HTMLResponse)
+        def asyncapi_page() -> HTMLResponse:
+            return HTMLResponse(asyncapi_html(asyncapi()))
 
     app.include_router(ops)
     for router in routers:
