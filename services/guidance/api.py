@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from shared.decider import Decision
 from shared.ids import new_id
+from shared.office_time import office_date
 from shared.runtime import Kernel
 from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles
 from shared.web.cases import CaseFinder, ChangedOut
@@ -21,7 +22,6 @@ from .desk import GuidanceDesk
 from .events import CONTEXT, Frequency
 from .views import DueFacts, case_view, open_items
 
-WIB_OFFSET = timedelta(hours=7)  # office calendar dates (WIB)
 STAFF = ("pk", "supervisor", "head")
 
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -123,10 +123,6 @@ class Worklist(BaseModel):
     cases: list[WorklistCase]
 
 
-def office_today(now: datetime) -> date:
-    return (now + WIB_OFFSET).date()
-
-
 def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["guidance"], responses=PROBLEM_RESPONSES)
     board = f'"{kernel.schema}".cases'
@@ -169,7 +165,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
         decision = await act(request, principal, client_id, d.RecordTppDecision(
             decision_id=decision_id, subject=body.subject, outcome=body.outcome,
             met_on=body.met_on, members=tuple(body.members), notes=body.notes,
-            by=principal.sub, today=office_today(now)), now)
+            by=principal.sub, today=office_date(now)), now)
         return DecisionOut(decision_id=decision_id, **ChangedOut.of(client_id, decision).model_dump())
 
     @api.post("/cases/{client_id}/programs", response_model=ChangedOut,
@@ -191,7 +187,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
         return ChangedOut.of(client_id, await act(request, principal, client_id, d.HoldSession(
             session_id=new_id(), kind=body.kind, approach=body.approach, held_on=body.held_on,
             participants=tuple(body.participants), notes=body.notes,
-            today=office_today(now)), now))
+            today=office_date(now)), now))
 
     @api.post("/group-sessions", response_model=GroupSessionOut, status_code=201,
               summary="One session that lands in each participant's case, or in none",
@@ -205,7 +201,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
             principal.office, client_ids, d.HoldSession(
                 session_id="", kind=body.kind, approach=body.approach, held_on=body.held_on,
                 participants=tuple(body.participants), notes=body.notes,
-                today=office_today(now), group_id=group_id),
+                today=office_date(now), group_id=group_id),
             metadata(request, principal), now,
             may_act=lambda case: principal.may_read_case(principal.office, case.officer_id,
                                                            case.is_child))
@@ -252,7 +248,7 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
                           "office (who signs the closing letter)", rule="role_required")
         return ChangedOut.of(client_id, await act(request, principal, client_id, d.CloseGuidance(
             reason=body.reason, closed_on=body.closed_on, letter_number=body.letter_number,
-            by=principal.sub, today=office_today(now)), now))
+            by=principal.sub, today=office_date(now)), now))
 
     @api.get("/officers/{officer_id}/worklist", response_model=Worklist,
              summary="The officer's open cases and what is due on each, most urgent first")

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from shared.events import RecordedEvent
+from shared.office_time import office_date
 
 from . import domain as d
 
@@ -94,8 +95,9 @@ class DueFacts:
 
 
 def open_items(f: DueFacts, now: datetime) -> list[dict[str, Any]]:
-    """What the officer must do, most urgent first."""
-    today = now.date()
+    """What the officer must do, most urgent first; dates compare with the office's date of
+    `now` (WIB), not its UTC date."""
+    today = office_date(now)
     items: list[dict[str, Any]] = []
     if not f.litmas_submitted:
         if f.litmas_due_at is None:

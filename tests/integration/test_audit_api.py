@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,6 +20,7 @@ from shared.settings import Settings
 from shared.store import EventStore
 from shared.streams import CONTEXT_STREAMS, CaseRef, Topology, ensure_streams
 from tests.integration.test_registration_api import body, nik
+from tests.support.clock import office_today
 from tests.support.service import running
 from tests.support.wait import eventually
 
@@ -44,7 +45,7 @@ def auditor(s):
 async def a_busy_case(reg, gd, sv) -> tuple[str, dict[str, datetime]]:
     """A client registered, opened, given a litmas, a program, a decision, advanced to
     lanjutan, supervised with missed reports and a visit. Returns instants between steps."""
-    start = date.today() - timedelta(days=70)
+    start = office_today() - timedelta(days=70)
     payload = body(nik(1), "Klien Audit")
     payload["period"] = {"start_on": start.isoformat(),
                          "end_on": (start + timedelta(days=365)).isoformat()}
@@ -58,7 +59,7 @@ async def a_busy_case(reg, gd, sv) -> tuple[str, dict[str, datetime]]:
     await gd.http.post(f"/v1/cases/{cid}/litmas", json=LITMAS, headers=pk)
     await gd.http.post(f"/v1/cases/{cid}/programs", json=PROGRAM, headers=pk)
     did = (await gd.http.post(f"/v1/cases/{cid}/tpp-decisions", headers=pk, json={
-        "subject": "STAGE", "outcome": "APPROVED", "met_on": date.today().isoformat(),
+        "subject": "STAGE", "outcome": "APPROVED", "met_on": office_today().isoformat(),
         "members": ["Kasi BK"]})).json()["decision_id"]
     instants = {"before_advance": datetime.now(UTC)}
     r = await gd.http.post(f"/v1/cases/{cid}/stage", headers=pk,

@@ -15,6 +15,7 @@ from services.registration.app import definition as registration
 from shared.store import EventStore
 from shared.streams import CaseRef
 from tests.integration.test_registration_api import body, nik
+from tests.support.clock import office_today
 from tests.support.service import running
 from tests.support.wait import eventually
 
@@ -61,7 +62,7 @@ def program(stage):
 
 async def decision(gd, cid, headers, subject="STAGE", outcome="APPROVED") -> str:
     r = await post(gd, cid, "tpp-decisions", {"subject": subject, "outcome": outcome,
-                                              "met_on": date.today().isoformat(),
+                                              "met_on": office_today().isoformat(),
                                               "members": ["Kasi BK", "PK Madya"]}, headers)
     assert r.status_code == 200, r.text
     return r.json()["decision_id"]
@@ -151,15 +152,15 @@ async def test_scenario_4_a_diversion_litmas_is_due_in_72_hours_and_swept_once(s
 
 async def test_scenario_7_completion_needs_akhir_the_end_date_and_a_letter(svc):
     reg, gd = svc
-    start = date.today() - timedelta(days=400)
+    start = office_today() - timedelta(days=400)
     payload = body(nik(6))
     payload["period"] = {"start_on": start.isoformat(),
-                         "end_on": (date.today() - timedelta(days=1)).isoformat()}
+                         "end_on": (office_today() - timedelta(days=1)).isoformat()}
     payload["decision"]["issued_on"] = (start - timedelta(days=3)).isoformat()
     cid = await register(reg, payload)
     await opened(gd, cid, pk(gd))
     close = {"reason": "COMPLETED", "letter_number": "W10.PAS.PAS5-PK.01.01-123",
-             "closed_on": date.today().isoformat()}
+             "closed_on": office_today().isoformat()}
     early = await post(gd, cid, "close", close, head(gd))
     assert early.status_code == 422 and early.json()["rule"] == "stage_not_final"
     await post(gd, cid, "litmas", LITMAS, pk(gd))
@@ -174,7 +175,7 @@ async def test_scenario_7_completion_needs_akhir_the_end_date_and_a_letter(svc):
     r = await post(gd, cid, "close", close, head(gd))
     assert r.status_code == 200 and r.json()["events"] == ["GuidanceClosed"]
     after = await post(gd, cid, "sessions", {"kind": "KEMANDIRIAN", "approach": "INDIVIDU",
-                                             "held_on": date.today().isoformat(),
+                                             "held_on": office_today().isoformat(),
                                              "participants": ["KLIEN"]}, pk(gd))
     assert after.status_code == 409 and after.json()["rule"] == "closed"
     # registration follows: the record closes and the person may be registered again
@@ -192,7 +193,7 @@ async def test_a_group_session_lands_in_every_case_or_in_none(svc):
     for cid in ids:
         await opened(gd, cid, pk(gd))
     session = {"kind": "KEPRIBADIAN_SOSIAL", "approach": "KELOMPOK",
-               "held_on": date.today().isoformat(), "notes": "diskusi kelompok"}
+               "held_on": office_today().isoformat(), "notes": "diskusi kelompok"}
     refused = await gd.http.post("/v1/group-sessions", json={**session,
                                                              "client_ids": [*ids, other]},
                                  headers=pk(gd))
@@ -280,7 +281,7 @@ async def test_offices_and_bad_input(svc):
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "activities"
     r = await post(gd, cid, "programs", program("LANJUTAN"), pk(gd))
     assert r.status_code == 422 and r.json()["rule"] == "program_stage"
-    future = (date.today() + timedelta(days=2)).isoformat()
+    future = (office_today() + timedelta(days=2)).isoformat()
     r = await post(gd, cid, "tpp-decisions", {"subject": "STAGE", "outcome": "APPROVED",
                                               "met_on": future, "members": ["a"]}, pk(gd))
     assert r.status_code == 422 and r.json()["field"] == "met_on"

@@ -4,7 +4,7 @@ signed CloudEvents, data levels, retries, dead letters, pausing, rotation, rebui
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -13,6 +13,7 @@ from services.guidance.app import definition as guidance
 from services.notification.app import definition as notification
 from services.registration.app import definition as registration
 from tests.integration.test_registration_api import body, nik
+from tests.support.clock import office_today
 from tests.support.receiver import receiver
 from tests.support.service import running
 from tests.support.wait import eventually
@@ -201,10 +202,10 @@ async def test_a_rebuild_never_sends_a_past_delivery_again(svc, hooks):
 async def test_scenario_7_closing_a_case_reaches_a_subscribed_agency(svc, hooks):
     reg, gd, nt = svc
     sub = (await subscribe(nt, hooks.on("/kejari"), event_types=["GuidanceClosed"])).json()
-    start = date.today() - timedelta(days=400)
+    start = office_today() - timedelta(days=400)
     payload = body(nik(50), "Klien Selesai")
     payload["period"] = {"start_on": start.isoformat(),
-                         "end_on": (date.today() - timedelta(days=1)).isoformat()}
+                         "end_on": (office_today() - timedelta(days=1)).isoformat()}
     payload["decision"]["issued_on"] = start.isoformat()
     cid = (await reg.http.post("/v1/clients", json=payload,
                                headers=reg.token("jaksel", "pk", sub="pk-0007"))).json()["client_id"]
@@ -219,18 +220,18 @@ async def test_scenario_7_closing_a_case_reaches_a_subscribed_agency(svc, hooks)
             "stage": stage, "activities": [{"kind": "KEMANDIRIAN", "approach": "INDIVIDU",
                                             "frequency": "MONTHLY", "description": "x"}]})
         decision = (await gd.http.post(f"/v1/cases/{cid}/tpp-decisions", headers=pk, json={
-            "subject": "STAGE", "outcome": "APPROVED", "met_on": date.today().isoformat(),
+            "subject": "STAGE", "outcome": "APPROVED", "met_on": office_today().isoformat(),
             "members": ["Kasi BK"]})).json()["decision_id"]
         r = await gd.http.post(f"/v1/cases/{cid}/stage", headers=pk,
                                json={"to_stage": to, "tpp_decision_id": decision})
         assert r.status_code == 200, r.text
     r = await gd.http.post(f"/v1/cases/{cid}/close", headers=head(gd), json={
         "reason": "COMPLETED", "letter_number": "W10.PAS.PAS5-PK.01.01-123",
-        "closed_on": date.today().isoformat()})
+        "closed_on": office_today().isoformat()})
     assert r.status_code == 200, r.text
     (got,) = await eventually(lambda: hooks.at("/kejari"))
     data = verify(sub["secret"], got)
     assert got.headers["ce-type"] == "bapas.GuidanceClosed.v1" and got.headers["ce-subject"] == cid
-    assert data == {"reason": "COMPLETED", "closed_on": date.today().isoformat(),
+    assert data == {"reason": "COMPLETED", "closed_on": office_today().isoformat(),
                     "letter_number": "W10.PAS.PAS5-PK.01.01-123", "stage": "AKHIR",
                     "transferred_to": None}

@@ -13,9 +13,19 @@ from click.testing import CliRunner
 
 import shared.local.rebuild as rebuild
 from services.registration.app import definition
-from services.registration.events import (EVENTS, AddressChanged, ClientDetailsCorrected,
-                                          ClientRegistered, Decision, FamilyContact,
-                                          OfficerAssigned, Period, Person, Program, Sex)
+from services.registration.events import (
+    EVENTS,
+    AddressChanged,
+    ClientDetailsCorrected,
+    ClientRegistered,
+    Decision,
+    FamilyContact,
+    OfficerAssigned,
+    Period,
+    Person,
+    Program,
+    Sex,
+)
 from shared.cli import main
 from shared.db import ensure_kernel_tables
 from shared.events import EventCatalog, Metadata, NewEvent

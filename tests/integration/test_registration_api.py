@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
 from services.registration.app import definition
 from shared.store import EventStore
 from shared.streams import CaseRef
+from tests.support.clock import office_today
 from tests.support.service import running
 from tests.support.wait import eventually
 
@@ -25,7 +26,7 @@ def nik(i: int, *, female: bool = False, year: int = 85) -> str:
 
 def body(the_nik: str = SITI, name: str = "Siti Aminah", program: str = "PB",
          officer: str | None = "pk-0007", **person) -> dict:
-    start = date.today() - timedelta(days=20)
+    start = office_today() - timedelta(days=20)
     return {
         "program": program,
         "decision": {"number": "PAS-1234.PK.01.05.06 Tahun 2026",
@@ -57,7 +58,7 @@ async def test_a_nik_gives_birth_date_and_sex(svc):
     r = await register(svc)
     assert r.status_code == 201, r.text
     out = r.json()
-    assert out["register_number"] == f"JAKSEL-{date.today().year}-00001"
+    assert out["register_number"] == f"JAKSEL-{office_today().year}-00001"
     assert out["version"] == 1 and out["warnings"] == []
     view = (await svc.http.get(f"/v1/clients/{out['client_id']}", headers=svc.token())).json()
     assert view["person"]["birth_date"] == "1945-08-17" and view["person"]["sex"] == "F"
@@ -95,7 +96,7 @@ async def test_an_idempotent_retry_answers_the_same_and_stores_nothing_more(svc)
     store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog)
     client = await store.load("registration", CaseRef("jaksel", first.json()["client_id"]))
     assert len(client.events) == 1
-    year = date.today().year
+    year = office_today().year
     book = await store.load("registration", CaseRef("jaksel", f"register-{year}"))
     assert [e.data.number for e in book.events] == [1]
     other = await register(svc, body(name="Someone Else"), **{"Idempotency-Key": key})
@@ -107,7 +108,7 @@ async def test_register_numbers_are_unique_when_officers_register_at_once(svc):
                                      for i in range(12)))
     assert all(r.status_code == 201 for r in results), [r.text for r in results]
     numbers = sorted(r.json()["register_number"] for r in results)
-    year = date.today().year
+    year = office_today().year
     assert numbers == [f"JAKSEL-{year}-{n:05d}" for n in range(1, 13)]
 
 
@@ -167,7 +168,7 @@ async def test_bad_input_is_refused_naming_the_field_and_the_rule(svc, change, f
 
 async def test_a_decision_letter_from_the_future_is_refused(svc):
     payload = body()
-    payload["decision"]["issued_on"] = (date.today() + timedelta(days=3)).isoformat()
+    payload["decision"]["issued_on"] = (office_today() + timedelta(days=3)).isoformat()
     r = await register(svc, payload)
     assert r.status_code == 422 and r.json()["field"] == "decision.issued_on"
 
@@ -279,7 +280,7 @@ async def test_search_pages_with_a_cursor_and_filters(svc):
     cb = (await svc.http.get("/v1/clients", headers=pk, params={"program": "CB"})).json()
     assert {i["full_name"] for i in cb["items"]} == {"Klien Nomor 1", "Klien Nomor 3"}
     by_number = (await svc.http.get("/v1/clients", headers=pk,
-                                    params={"q": f"{date.today().year}-00003"})).json()
+                                    params={"q": f"{office_today().year}-00003"})).json()
     assert [i["full_name"] for i in by_number["items"]] == ["Klien Nomor 2"]
     by_name = (await svc.http.get("/v1/clients", headers=pk, params={"q": "nomor 4"})).json()
     assert [i["full_name"] for i in by_name["items"]] == ["Klien Nomor 4"]

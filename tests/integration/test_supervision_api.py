@@ -5,22 +5,21 @@ supervision when guidance closes."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 
 from services.guidance.app import definition as guidance
 from services.registration.app import definition as registration
 from services.supervision.app import definition as supervision
-from services.supervision.domain import DECIDER, office_date
+from services.supervision.domain import DECIDER
 from services.supervision.sweeper import sweep_missed_reports
 from shared.store import EventStore
 from shared.streams import CaseRef
 from tests.integration.test_registration_api import body, nik
+from tests.support.clock import office_today, stamp_on
 from tests.support.service import running
 from tests.support.wait import eventually
-
-TODAY = office_date(datetime.now(UTC))
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ async def svc(settings, streams, monkeypatch):
 
 
 async def register(reg, i: int, started_days_ago: int, program="PB", officer="pk-0007") -> str:
-    start = TODAY - timedelta(days=started_days_ago)
+    start = office_today() - timedelta(days=started_days_ago)
     payload = body(nik(i), f"Klien {i}", program=program, officer=officer)
     payload["period"] = {"start_on": start.isoformat(),
                          "end_on": (start + timedelta(days=365)).isoformat()}
@@ -56,14 +55,13 @@ async def plan(sv, cid, first_due_on: date, **kw):
     return r
 
 
-def at(day: date, hour: int = 10) -> str:
-    return f"{day.isoformat()}T{hour:02d}:00:00+07:00"
-
-
-async def visit(sv, cid, kind="LAPOR_DIRI", day=TODAY, outcome="MET_COMPLIED", **kw):
+async def visit(sv, cid, kind="LAPOR_DIRI", day: date | None = None, outcome="MET_COMPLIED",
+                **kw):
+    """A visit on the office's `day` (default today), stamped at an instant already past."""
+    occurred_at = stamp_on(day or office_today())
     return await sv.http.post(f"/v1/supervision/{cid}/visits", headers=sv.token(),
-                              json={"kind": kind, "occurred_at": at(day), "outcome": outcome,
-                                    "notes": "", **kw})
+                              json={"kind": kind, "occurred_at": occurred_at,
+                                    "outcome": outcome, "notes": "", **kw})
 
 
 async def events_of(sv, cid) -> list:
@@ -115,7 +113,7 @@ async def test_scenario_6_a_client_who_moved_unreported_is_a_khusus_violation(sv
     reg, gd, sv = svc
     cid = await register(reg, 3, started_days_ago=20)
     await started(sv, cid)
-    r = await visit(sv, cid, kind="KUNJUNGAN_RUMAH", day=TODAY - timedelta(days=1),
+    r = await visit(sv, cid, kind="KUNJUNGAN_RUMAH", day=office_today() - timedelta(days=1),
                     outcome="MOVED_UNREPORTED")
     assert r.status_code == 200 and r.json()["events"] == ["VisitLogged", "ViolationRecorded"]
     visited, violation = (await events_of(sv, cid))[-2:]
@@ -129,7 +127,7 @@ async def test_every_refusal_names_its_rule(svc):
     cid = await register(reg, 4, started_days_ago=20)
     start = date.fromisoformat((await started(sv, cid))["period"]["start_on"])
     checks = [
-        (await visit(sv, cid, day=TODAY + timedelta(days=3)), "date_future"),
+        (await visit(sv, cid, day=office_today() + timedelta(days=3)), "date_future"),
         (await visit(sv, cid, day=start - timedelta(days=2)), "outside_period"),
         (await visit(sv, cid, kind="LAPOR_JARAK_JAUH", remote_reason="jauh"),
          "remote_not_allowed"),
@@ -180,12 +178,12 @@ async def test_two_sweeps_at_once_record_each_miss_once(svc):
         f'SELECT next_due_on FROM "{schema}".board WHERE client_id = $1', cid),
         until=lambda due: due is not None)
     runner = sv.kernel.command_runner("supervision", DECIDER)
-    await asyncio.gather(*(sweep_missed_reports(sv.kernel.pool, schema, runner, TODAY)
+    await asyncio.gather(*(sweep_missed_reports(sv.kernel.pool, schema, runner, office_today())
                            for _ in range(3)))
     await asyncio.sleep(1)  # and the service's own sweeper, on its own schedule
     missed = [e.data.due_on for e in await events_of(sv, cid) if e.type == "ReportMissed"]
     expected = [start + timedelta(days=14 * k) for k in range(1, 15)
-                if start + timedelta(days=14 * k + 3) < TODAY]
+                if start + timedelta(days=14 * k + 3) < office_today()]
     assert missed == expected and len(missed) == len(set(missed)) == 14
 
 
@@ -198,7 +196,7 @@ async def test_closing_guidance_ends_supervision_and_leaves_the_board(svc):
     await eventually(lambda: gd.http.get(f"/v1/cases/{cid}", headers=gd.token()),
                      until=lambda r: r.status_code == 200)
     r = await gd.http.post(f"/v1/cases/{cid}/close", headers=gd.token(),
-                           json={"reason": "DECEASED", "closed_on": TODAY.isoformat()})
+                           json={"reason": "DECEASED", "closed_on": office_today().isoformat()})
     assert r.status_code == 200, r.text
     view = (await eventually(lambda: sv.http.get(f"/v1/supervision/{cid}", headers=sv.token()),
                              until=lambda r: r.json()["status"] == "ENDED")).json()
@@ -216,9 +214,9 @@ async def test_the_board_lists_the_most_urgent_first(svc):
     violated = await register(reg, 10, started_days_ago=5)
     for cid in (due_soon, missed, violated):
         await started(sv, cid)
-    await plan(sv, due_soon, TODAY + timedelta(days=5))
-    await plan(sv, missed, TODAY - timedelta(days=10))
-    await plan(sv, violated, TODAY + timedelta(days=20))
+    await plan(sv, due_soon, office_today() + timedelta(days=5))
+    await plan(sv, missed, office_today() - timedelta(days=10))
+    await plan(sv, violated, office_today() + timedelta(days=20))
     await sv.http.post(f"/v1/supervision/{violated}/violations", headers=sv.token(),
                        json={"category": "KHUSUS", "code": "MERESAHKAN_MASYARAKAT"})
     board = await eventually(
