@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import urllib.error
 import urllib.parse
@@ -94,12 +95,14 @@ def status(data: Path, as_json: bool) -> None:
         doc = _get_json(url + "/readyz")
         docs[name] = doc
         all_ready &= doc.get("status") == "ready"
+    restarts = run.get("restarts") or {}
     if as_json:
         click.echo(json.dumps(docs, indent=2))
     else:
         for name, url in urls.items():
             doc = docs[name]
-            click.echo(f"{name:<13} {url:<24} {doc.get('status', 'down')}")
+            click.echo(f"{name:<13} {url:<24} {doc.get('status', 'down')}"
+                       + _restarted(restarts.get(name, 0)))
             for check, value in (doc.get("checks") or {}).items():
                 if value != "ok":
                     click.echo(f"    {check}: {value}")
@@ -110,7 +113,40 @@ def status(data: Path, as_json: bool) -> None:
                            + (f", building {c['building']}" if c.get("building") else ""))
             for h in doc.get("held_cases") or []:
                 click.echo(f"    HELD {h['projection']} {h['subject']} ({h['status']}): {h['error']}")
+        for name in run.get("embedded") or []:  # the servers `bapas up` runs and restarts
+            if name == "nats-server":
+                where, up = run["nats_url"], _nats_up(run["nats_monitor_url"])
+            else:
+                where, up = _without_user(run["database_url"]), _port_open(run["database_url"])
+            click.echo(f"{name:<13} {where:<24} {'up' if up else 'down'}"
+                       + _restarted(restarts.get(name, 0)))
     sys.exit(0 if all_ready else 1)
+
+
+def _restarted(times: int) -> str:
+    return f" (restarted {times}x)" if times else ""
+
+
+def _without_user(dsn: str) -> str:
+    parts = urllib.parse.urlsplit(dsn)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
+
+
+def _nats_up(monitor_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(monitor_url + "/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _port_open(dsn: str) -> bool:
+    parts = urllib.parse.urlsplit(dsn)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 5432), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _get_json(url: str) -> dict:

@@ -131,6 +131,12 @@ class NatsServer:
         return f"http://127.0.0.1:{self.monitor_port}"
 
     def start(self, timeout: float = 30.0) -> NatsServer:
+        self.spawn()
+        _wait(self.healthy, timeout, "nats-server", self.proc, self.log)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process on this server's data and ports, without waiting for it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats-server.conf"
         conf.write_text(NATS_CONFIG.format(
@@ -142,16 +148,13 @@ class NatsServer:
                 stdin=subprocess.DEVNULL, process_group=0,
                 preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
 
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"{self.monitor_url}/healthz?js-enabled-only=true",
-                                            timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        _wait(healthy, timeout, "nats-server", self.proc, self.log)
-        return self
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.monitor_url}/healthz?js-enabled-only=true",
+                                        timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 15.0) -> None:
         _stop(self.proc, signal.SIGTERM, timeout)
@@ -191,6 +194,7 @@ class PostgresServer:
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self.log = self.data_dir / "postgres.log"
+        self._user: str | None = None  # the system user it runs as (when we are root)
 
     @property
     def dsn(self) -> str:
@@ -223,26 +227,14 @@ class PostgresServer:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.pgdata.chmod(0o700)
         self.log.touch()
-        user = self._as_user()
+        self._user = self._as_user()
         if not (self.pgdata / "PG_VERSION").exists():
             subprocess.run([self._bin("initdb"), "-D", str(self.pgdata), "-U", "postgres",
                             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
-                           check=True, user=user, stdout=subprocess.DEVNULL,
+                           check=True, user=self._user, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, cwd="/")
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [self._bin("postgres"), "-D", str(self.pgdata), "-p", str(self.port),
-                 "-h", "127.0.0.1", "-k", "", "-c", "max_connections=300",
-                 "-c", "shared_buffers=256MB", "-c", "fsync=on"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=user,
-                cwd="/", process_group=0, preexec_fn=lambda: _die_with_parent(signal.SIGINT))
-
-        def accepting() -> bool:
-            r = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-                                "-U", "postgres", "-d", "postgres", "-q"], check=False)
-            return r.returncode == 0
-
-        _wait(accepting, timeout, "postgres", self.proc, self.log)
+        self.spawn()
+        _wait(self.healthy, timeout, "postgres", self.proc, self.log)
         exists = subprocess.run(
             [self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
              "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
@@ -252,6 +244,22 @@ class PostgresServer:
                             "postgres", "-d", "postgres", "-qc", f"CREATE DATABASE {self.database}"],
                            check=True, capture_output=True)
         return self
+
+    def spawn(self) -> None:
+        """Start the postmaster on the initialised data folder, without waiting for it (after
+        a crash it recovers from the WAL before it accepts connections)."""
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [self._bin("postgres"), "-D", str(self.pgdata), "-p", str(self.port),
+                 "-h", "127.0.0.1", "-k", "", "-c", "max_connections=300",
+                 "-c", "shared_buffers=256MB", "-c", "fsync=on"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=self._user,
+                cwd="/", process_group=0, preexec_fn=lambda: _die_with_parent(signal.SIGINT))
+
+    def healthy(self) -> bool:
+        r = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                            "-U", "postgres", "-d", "postgres", "-q"], check=False)
+        return r.returncode == 0
 
     def stop(self, timeout: float = 20.0) -> None:
         _stop(self.proc, signal.SIGINT, timeout)  # SIGINT: fast shutdown (no waiting for clients)

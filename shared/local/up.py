@@ -10,6 +10,7 @@ and on Ctrl-C or SIGTERM stops everything, services first, leaving no process be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -63,12 +64,32 @@ class _Service:
     log: Path
     proc: subprocess.Popen | None = None
     restarts: int = 0
+    streak: int = 0  # deaths within a minute of their start, in a row
+    next_start: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Embedded:
+    """A server `bapas up` runs itself and restarts when it dies, on the same data and ports."""
+
+    name: str
+    server: NatsServer | PostgresServer
+    restarts: int = 0
+    streak: int = 0  # deaths within a minute of their start, in a row
     next_start: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
 
 class _Stop(Exception):
     pass
+
+
+def _backoff(proc: _Service | _Embedded, lived: float) -> float:
+    """Seconds before the next start: growing while it keeps dying, reset after a minute's
+    good run. `restarts` keeps counting, for `bapas status`."""
+    proc.streak = 0 if lived > 60 else proc.streak + 1
+    return min(30.0, 0.5 * 2 ** (proc.streak - 1 if proc.streak else 0))
 
 
 class Platform:
@@ -78,7 +99,9 @@ class Platform:
         self.nats: NatsServer | None = None
         self.pg: PostgresServer | None = None
         self.services: list[_Service] = []
+        self.embedded: list[_Embedded] = []
         self.env: dict[str, str] = {}
+        self.run_info: dict = {}
 
     # -------------------------------------------------------------------------- lifecycle
 
@@ -118,6 +141,7 @@ class Platform:
             self.nats = NatsServer(self.data / "nats", port=_prefer(4222), monitor_port=_prefer(8222))
             click.echo(f"starting nats-server (JetStream, sync always) in {self.nats.data_dir}")
             self.nats.start()
+            self.embedded.append(_Embedded("nats-server", self.nats))
             nats_url, monitor_url = self.nats.url, self.nats.monitor_url
         self._check_stop()
         dsn = settings.database_url
@@ -125,6 +149,7 @@ class Platform:
             self.pg = PostgresServer(self.data / "postgres", port=_prefer(5432))
             click.echo(f"starting PostgreSQL in {self.pg.data_dir}")
             self.pg.start()
+            self.embedded.append(_Embedded("postgres", self.pg))
             dsn = self.pg.dsn
         self._check_stop()
         self.env = {**os.environ, "BAPAS_ENV": settings.env, "BAPAS_NATS_URL": nats_url,
@@ -178,17 +203,15 @@ class Platform:
         click.echo(f"logs in {self.data / 'logs'}; Ctrl-C stops everything", nl=True)
 
     def _watch(self) -> None:
-        """Restart a service that dies, with growing pauses if it keeps dying."""
+        """Restart a service or an embedded server that dies, with growing pauses if it
+        keeps dying; a server comes back on the same data folder and ports."""
         while not self.stop_requested.wait(0.5):
             now = time.monotonic()
             for svc in self.services:
                 if svc.proc is None or svc.proc.poll() is None:
                     continue
                 if svc.next_start == 0.0:
-                    lived = now - svc.started
-                    if lived > 60:
-                        svc.restarts = 0
-                    delay = min(30.0, 0.5 * 2 ** svc.restarts)
+                    delay = _backoff(svc, now - svc.started)
                     svc.next_start = now + delay
                     click.echo(f"{svc.name} exited (code {svc.proc.returncode}); restarting in "
                                f"{delay:.1f}s", err=True)
@@ -196,6 +219,32 @@ class Platform:
                     svc.restarts += 1
                     svc.next_start = 0.0
                     self._spawn(svc)
+                    self._save_restarts()
+            for emb in self.embedded:
+                proc = emb.server.proc
+                if proc is None or proc.poll() is None:  # poll() also reaps a dead server
+                    continue
+                if emb.next_start == 0.0:
+                    # a postmaster's backends outlive it for a moment and hold its shared
+                    # memory, which would refuse the next start: end its process group
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    delay = _backoff(emb, now - emb.started)
+                    emb.next_start = now + delay
+                    click.echo(f"{emb.name} exited (code {proc.returncode}); restarting in "
+                               f"{delay:.1f}s on the same data", err=True)
+                elif now >= emb.next_start:
+                    emb.restarts += 1
+                    emb.next_start = 0.0
+                    emb.started = now
+                    emb.server.spawn()
+                    self._save_restarts()
+
+    def _save_restarts(self) -> None:
+        self.run_info["restarts"] = {
+            **{s.name: s.restarts for s in self.services},
+            **{e.name: e.restarts for e in self.embedded}}
+        (self.data / "run.json").write_text(json.dumps(self.run_info, indent=2))
 
     def _shutdown(self) -> None:
         for svc in self.services:
@@ -220,10 +269,12 @@ class Platform:
 
     def _write_run_file(self, nats_url: str, monitor_url: str, dsn: str, host: str,
                         namespace: str) -> None:
-        info = {"pid": os.getpid(), "nats_url": nats_url, "nats_monitor_url": monitor_url,
-                "database_url": dsn, "namespace": namespace,
-                "services": {s.name: f"http://{host}:{s.port}" for s in self.services}}
-        (self.data / "run.json").write_text(json.dumps(info, indent=2))
+        self.run_info = {
+            "pid": os.getpid(), "nats_url": nats_url, "nats_monitor_url": monitor_url,
+            "database_url": dsn, "namespace": namespace,
+            "services": {s.name: f"http://{host}:{s.port}" for s in self.services},
+            "embedded": [e.name for e in self.embedded]}
+        self._save_restarts()
 
 
 def _prefer(port: int) -> int | None:

@@ -30,6 +30,8 @@ import pytest
 from shared.local.servers import free_port
 from shared.settings import SERVICE_PORTS
 from shared.web.auth import TokenService
+from tests.integration.test_registration_api import body as registration_body
+from tests.integration.test_registration_api import nik
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -65,9 +67,26 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float, every: float = 0.
     raise AssertionError(f"{what}: not within {timeout:.0f}s (last seen: {value!r})")
 
 
-def get(url: str, timeout: float = 3.0) -> tuple[int, str]:
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def post_json(url: str, payload: dict, token: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), method="POST",
+        headers={**bearer(token), "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=15) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None
+        ) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -195,6 +214,15 @@ class Platform:
                     return p
         return None
 
+    def server_process(self, name: str) -> psutil.Process | None:
+        """The embedded nats-server, or PostgreSQL's postmaster (not its backends)."""
+        for p in self.remember_descendants():
+            with contextlib.suppress(psutil.Error):
+                cmd = p.cmdline()
+                if cmd and Path(cmd[0]).name == name and alive(p):
+                    return p
+        return None
+
     def group_members(self) -> list[psutil.Process]:
         out = []
         for p in psutil.process_iter():
@@ -298,7 +326,10 @@ def test_bapas_up_runs_heals_and_stops_leaving_nothing_behind(tmp_path):
         assert status_run.returncode == 0, status_run.stdout + status_run.stderr
         rows = {line.split()[0]: line.split()[1:] for line in status_run.stdout.splitlines()
                 if line and not line.startswith(" ")}
-        assert rows == {name: [url, "ready"] for name, url in urls.items()}, status_run.stdout
+        assert {n: r for n, r in rows.items() if n in SERVICES} == {
+            name: [url, "ready"] for name, url in urls.items()}, status_run.stdout
+        assert rows["nats-server"][1:] == ["up"] and rows["postgres"][1:] == ["up"], (
+            status_run.stdout)
 
         # ------------------------------------------------------------ a killed service returns
         victim = up.service_process("guidance")
@@ -317,6 +348,32 @@ def test_bapas_up_runs_heals_and_stops_leaving_nothing_behind(tmp_path):
             assert proc is not None and alive(proc), name
             assert ready(urls[name]), name
         assert "guidance exited" in up.stderr() and "restarting" in up.stderr()
+
+        # ------------------------------------------------------------ killed servers return
+        for server in ("nats-server", "postgres"):
+            victim = up.server_process(server)
+            assert victim is not None, describe(up.remember_descendants())
+            victim.send_signal(signal.SIGKILL)
+            psutil.wait_procs([victim], timeout=10)
+            wait_for(f"a new {server}", lambda s=server, v=victim: (
+                p := up.server_process(s)) and p.pid != v.pid and p, 60)
+            wait_for(f"every service ready after {server} came back",
+                     lambda: all(ready(url) for url in urls.values()), 120)
+            assert f"{server} exited" in up.stderr(), up.report()
+        # the same data: a command is stored and the reactions run again
+        created = post_json(urls["registration"] + "/v1/clients", registration_body(nik(1)),
+                            announced_token)
+        assert created[0] == 201, created
+        client_id = created[1]["client_id"]
+        wait_for("guidance opened the new client's case", lambda: get(
+            urls["guidance"] + f"/v1/cases/{client_id}", headers=bearer(announced_token))[0]
+            == 200, 60)
+        after = run_cli("status", "--data", str(tmp_path / "data"), env=plain_env).stdout
+        rows = {line.split()[0]: line.split()[1:] for line in after.splitlines()
+                if line and not line.startswith(" ")}
+        assert rows["nats-server"][1:] == rows["postgres"][1:] == ["up", "(restarted", "1x)"], (
+            after)
+        assert rows["guidance"][1:] == ["ready", "(restarted", "1x)"], after
 
         # ------------------------------------------------------------ Ctrl-C / SIGTERM
         everything = up.remember_descendants()
