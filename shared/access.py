@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from nats.aio.client import Client as NATS
 
 from .envelope import GENESIS_HASH, Envelope, ce_type, format_time
-from .errors import AppendError
+from .errors import AppendError, require_connected
 from .events import Event, EventRegistry
 from .ids import new_id
 from .streams import CaseRef, Topology
@@ -39,6 +39,7 @@ class ClientDataRead(Event):
 
 class AccessRecorder:
     def __init__(self, nc: NATS, topology: Topology, service: str, timeout: float = 5.0) -> None:
+        self._nc = nc
         self._js = nc.jetstream(timeout=timeout)
         self._topology = topology
         self._service = service
@@ -57,6 +58,7 @@ class AccessRecorder:
                        sequence=0, prevhash=GENESIS_HASH, hash="", actor=principal.sub,
                        correlation_id=correlation_id)
         headers = replace(env, hash=env.computed_hash(body)).headers()
+        require_connected(self._nc)  # answered 503: the read is refused, not unrecorded
         try:
             await self._js.publish(self._topology.subject("access", ref), body, headers=headers)
         except Exception as exc:  # the read must not be answered unrecorded

@@ -69,3 +69,23 @@ class EventDecodeError(KernelError):
 
 class ProfileError(KernelError):
     """The NATS server or a stream does not hold the durability profile; says what to change."""
+
+
+class Unavailable(KernelError):
+    """A dependency (NATS or PostgreSQL) cannot be reached now: the request may be retried
+    (with the same `Idempotency-Key`), it was not applied. Answered as 503 with Retry-After,
+    never as a 500 or a 401."""
+
+    retry_after = 2  # seconds
+
+    def __init__(self, dependency: str) -> None:
+        super().__init__(f"{dependency} is unreachable at the moment; nothing was stored, "
+                         f"try again in a few seconds")
+        self.dependency = dependency
+
+
+def require_connected(nc) -> None:  # noqa: ANN001 - a nats-py Client
+    """Fail at once, before publishing, while the NATS connection is down (nats-py would
+    buffer the request and the caller would wait for its timeout)."""
+    if not nc.is_connected:
+        raise Unavailable("nats")

@@ -29,7 +29,7 @@ from .envelope import (
     parse_time,
     verify_chain,
 )
-from .errors import AppendError, ConcurrencyError, EventDecodeError, KernelError
+from .errors import AppendError, ConcurrencyError, EventDecodeError, KernelError, require_connected
 from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, UnknownEventType
 from .ids import new_id
 from .metrics import KernelMetrics
@@ -236,6 +236,7 @@ class EventStore:
         the next: a long case spread over a large stream costs the server in proportion to
         the span. Where the sequences are known (an index), each is one lookup. A sequence
         that is gone (deleted, purged) is skipped: the hash chain tells what is missing."""
+        require_connected(self._nc)
         await self._ensure_inbox()
         api = f"$JS.API.DIRECT.GET.{stream}"
         slots = _Slots(len(seqs))
@@ -265,6 +266,7 @@ class EventStore:
         return out
 
     async def _direct_get(self, stream: str, request: dict, *, single: bool = False) -> list[Msg]:
+        require_connected(self._nc)
         await self._ensure_inbox()
         token = str(self._next_token)
         self._next_token += 1
@@ -417,6 +419,7 @@ class EventStore:
 
     async def _request(self, subject: str, body: bytes, headers: dict[str, str], *,
                        batch_start: bool = False) -> dict:
+        require_connected(self._nc)
         try:
             msg = await self._nc.request(subject, body, timeout=self._timeout, headers=headers)
         except nats.errors.TimeoutError:

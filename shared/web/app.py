@@ -17,7 +17,7 @@ from ..ids import new_id
 from ..logging import bind, clear
 from ..metrics import KernelMetrics
 from .auth import TokenService
-from .problems import install_problem_handlers, problem_response
+from .problems import install_problem_handlers, unexpected_response
 
 __all__ = ["create_app", "ReadinessCheck"]
 
@@ -49,10 +49,7 @@ def create_app(*, service: str, title: str, description: str, version: str,
             try:
                 response = await call_next(request)
             except Exception as exc:  # answer here, while the correlation id is still bound
-                log.error("unhandled error", path=request.url.path, exc_info=exc)
-                response = problem_response(
-                    500, "Internal error", "the request could not be completed; it has been "
-                    "logged", instance=request.url.path)
+                response = unexpected_response(request.url.path, exc)
             status = response.status_code
             response.headers["X-Correlation-Id"] = correlation_id
             return response

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+import nats.errors
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import DomainError
+from ..errors import AppendError, DomainError, Unavailable
 
-__all__ = ["Problem", "install_problem_handlers", "problem_response", "PROBLEM_RESPONSES"]
+__all__ = ["Problem", "install_problem_handlers", "problem_response", "PROBLEM_RESPONSES",
+           "unexpected_response", "outage_of"]
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://bapas.id/problems/"
 log = structlog.get_logger("bapas.http")
+
+NATS_OUTAGE: tuple[type[BaseException], ...] = (
+    nats.errors.NoServersError, nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError, nats.errors.TimeoutError,
+    nats.errors.OutboundBufferLimitError)
+POSTGRES_OUTAGE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError, ConnectionError)
 
 
 class Problem(Exception):
@@ -101,10 +112,37 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", path=request.url.path, exc_info=exc)
-        return problem_response(500, "Internal error",
-                                "the request could not be completed; it has been logged",
-                                instance=request.url.path)
+        return unexpected_response(request.url.path, exc)
+
+
+def outage_of(exc: BaseException) -> str | None:
+    """The dependency whose outage `exc` shows ("nats", "postgres"), or None for a bug."""
+    if isinstance(exc, Unavailable):
+        return exc.dependency
+    if isinstance(exc, NATS_OUTAGE):
+        return "nats"
+    if isinstance(exc, POSTGRES_OUTAGE):
+        return "postgres"
+    if isinstance(exc, AppendError) and exc.__cause__ is not None:
+        return outage_of(exc.__cause__)
+    return None
+
+
+def unexpected_response(path: str, exc: BaseException) -> JSONResponse:
+    """An exception no handler took: a 503 with Retry-After when it shows a dependency's
+    outage (the caller may retry; never a 500 or a 401 for that), else a logged 500."""
+    dependency = outage_of(exc)
+    if dependency is not None:
+        log.warning("dependency unavailable", path=path, dependency=dependency, error=repr(exc))
+        return problem_response(
+            503, "Service unavailable", f"{dependency} is unreachable at the moment; the "
+            "request was not completed and may be retried (with the same Idempotency-Key)",
+            rule="dependency_unavailable", instance=path,
+            headers={"Retry-After": str(Unavailable.retry_after)}, dependency=dependency)
+    log.error("unhandled error", path=path, exc_info=exc)
+    return problem_response(500, "Internal error",
+                            "the request could not be completed; it has been logged",
+                            instance=path)
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -1,0 +1,68 @@
+"""A service while its NATS server is down: every request that needs NATS answers 503 with
+Retry-After at once (no hang, no 500, no 401), /readyz names the dependency, and once the
+server is back on the same data a retry with the same Idempotency-Key stores exactly once.
+
+The test owns its own nats-server (the session's is shared by every other test)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from services.registration.app import definition as registration
+from shared.local.servers import NatsServer
+from shared.store import EventStore
+from shared.streams import CaseRef
+from tests.integration.test_registration_api import body, nik
+from tests.support.service import running
+from tests.support.wait import eventually
+
+NO_HANG = 10.0  # seconds: a request that takes longer than this has hung
+
+
+@pytest.fixture
+def own_nats(tmp_path):
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+async def test_with_nats_down_requests_answer_503_and_a_retry_stores_once(settings, own_nats):
+    own = settings.model_copy(update={"nats_url": own_nats.url,
+                                      "nats_monitor_url": own_nats.monitor_url})
+    async with running(registration, own) as reg:
+        officer = reg.token("jaksel", "supervisor")
+        first = await reg.http.post("/v1/clients", json=body(nik(1)), headers=officer)
+        assert first.status_code == 201, first.text
+        client_id = first.json()["client_id"]
+
+        own_nats.kill()
+        await eventually(lambda: not reg.kernel.nc.is_connected)
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        attempts = [
+            await reg.http.post("/v1/clients", json=body(nik(2)), headers={**officer, **key},
+                                timeout=NO_HANG),
+            await reg.http.get(f"/v1/clients/{client_id}", headers=officer, timeout=NO_HANG),
+        ]
+        for r in attempts:
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"].isdigit()
+            problem = r.json()
+            assert (problem["rule"], problem["dependency"]) == ("dependency_unavailable", "nats")
+        ready = await reg.http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["nats"] != "ok"
+
+        own_nats.start()  # the same data folder and port
+        await eventually(lambda: reg.kernel.nc.is_connected)
+        retried = await eventually(
+            lambda: reg.http.post("/v1/clients", json=body(nik(2)), headers={**officer, **key}),
+            until=lambda r: r.status_code != 503)
+        assert retried.status_code == 201, retried.text
+        again = await reg.http.post("/v1/clients", json=body(nik(2)), headers={**officer, **key})
+        assert again.json() == retried.json()
+        store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog)
+        stored = await store.load("registration", CaseRef("jaksel", retried.json()["client_id"]))
+        assert len(stored.events) == 1
+        assert (await reg.http.get(f"/v1/clients/{client_id}", headers=officer)).status_code \
+            == 200
