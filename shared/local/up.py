@@ -32,6 +32,8 @@ __all__ = ["run_platform", "SERVICES", "load_secret", "read_run_file"]
 
 SERVICES = tuple(SERVICE_PORTS)
 READY_TIMEOUT = 120.0
+STOP_SECONDS = 10.0  # SIGTERM to nothing left running
+SERVICES_STOP_SECONDS = 6.0  # of which the services' graceful stop may take this much
 DEV_OFFICE = "jaksel"
 
 
@@ -250,7 +252,11 @@ class Platform:
         for svc in self.services:
             if svc.proc and svc.proc.poll() is None:
                 svc.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        # Everything is down within STOP_SECONDS whatever state the servers are in (a
+        # service waiting on a dead server, a frozen server): what has not stopped in its
+        # share of the time is killed.
+        began = time.monotonic()
+        deadline = began + SERVICES_STOP_SECONDS
         for svc in self.services:
             if svc.proc is None:
                 continue
@@ -259,10 +265,9 @@ class Platform:
             except subprocess.TimeoutExpired:
                 svc.proc.kill()
                 svc.proc.wait(5)
-        if self.nats:
-            self.nats.stop()
-        if self.pg:
-            self.pg.stop()
+        for server in (self.nats, self.pg):
+            if server:
+                server.stop(timeout=max(0.5, (began + STOP_SECONDS - 1 - time.monotonic()) / 2))
         (self.data / "run.json").unlink(missing_ok=True)
         if self.services or self.nats or self.pg:
             click.echo("stopped")

@@ -376,13 +376,20 @@ def test_bapas_up_runs_heals_and_stops_leaving_nothing_behind(tmp_path):
         assert rows["guidance"][1:] == ["ready", "(restarted", "1x)"], after
 
         # ------------------------------------------------------------ Ctrl-C / SIGTERM
+        # whatever state the servers are in: the nats-server frozen, the services waiting on it
+        frozen = up.server_process("nats-server")
+        assert frozen is not None
+        frozen.suspend()
         everything = up.remember_descendants()
         names = " ".join(" ".join(p.cmdline()) for p in everything)
         assert "nats-server" in names and "postgres" in names, describe(everything)
         assert up.group_members(), "the platform should run in its own process group"
         os.killpg(up.pid, signal.SIGTERM)
+        stopping = time.monotonic()
         try:
             code = up.proc.wait(STOP_TIMEOUT)
+            print(f"bapas up stopped {time.monotonic() - stopping:.1f}s after SIGTERM "
+                  "with its nats-server frozen")
         except subprocess.TimeoutExpired:
             pytest.fail(f"bapas up still running {STOP_TIMEOUT:.0f}s after SIGTERM:\n"
                         + "\n".join(describe(up.group_members())) + "\n" + up.report())
