@@ -13,12 +13,11 @@ import asyncpg
 import orjson
 import structlog
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import AwareDatetime
 
 from shared.runtime import Kernel
 from shared.streams import CaseRef
 from shared.web.auth import CurrentPrincipal, Principal, not_found, require_roles
-from shared.web.inputs import PLAIN_TEXT
+from shared.web.inputs import PLAIN_TEXT, Instant
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from .history import (
@@ -95,7 +94,7 @@ def build_router(kernel: Kernel) -> APIRouter:
     @api.get("/clients/{client_id}/state",
              summary="The state of the case in each context at an instant")
     async def get_state(client_id: ClientId, principal: CurrentPrincipal,
-                        as_of: AwareDatetime | None = Query(None, description="RFC 3339; "
+                        as_of: Instant | None = Query(None, description="RFC 3339; "
                                                             "default: now")) -> dict[str, Any]:
         refs, events = await events_of(principal, client_id)
         at = as_of or datetime.now(UTC)
@@ -122,7 +121,7 @@ def build_router(kernel: Kernel) -> APIRouter:
     async def access(principal: CurrentPrincipal,
                      client_id: Annotated[str | None, Query(pattern=CLIENT_ID_PATTERN)] = None,
                      actor: Annotated[str | None, Query(max_length=64, pattern=PLAIN_TEXT)] = None,
-                     since: AwareDatetime | None = None,
+                     since: Instant | None = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
         if not (client_id or actor or since):
             raise Problem(422, "Invalid request", "name a client_id, an actor or a since time",

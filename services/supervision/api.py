@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from shared.decider import CommandRunner, Decision
 from shared.events import RecordedEvent
@@ -14,7 +14,7 @@ from shared.ids import new_id
 from shared.runtime import Kernel
 from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, metadata, require_roles
 from shared.web.cases import CaseFinder, ChangedOut
-from shared.web.inputs import Input
+from shared.web.inputs import Input, Instant
 from shared.web.problems import PROBLEM_RESPONSES, Problem
 
 from . import domain as d
@@ -42,7 +42,7 @@ class PlanIn(_In):
 
 class VisitIn(_In):
     kind: d.ContactKind
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     outcome: d.Outcome
     notes: Annotated[str, Field(max_length=4000)] = ""
     remote_reason: Annotated[str, Field(max_length=1000)] | None = None

@@ -8,12 +8,13 @@ projection, parking the case). Refused at the door, it names the field.
 from __future__ import annotations
 
 import re
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Input", "PLAIN_TEXT"]
+__all__ = ["Input", "Instant", "PLAIN_TEXT"]
 
 # C0 controls except tab, newline and carriage return; DEL; and the C1 controls
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -44,3 +45,18 @@ class Input(BaseModel):
     @classmethod
     def _printable(cls, value: Any) -> Any:
         return _clean(value)
+
+
+def _representable(value: datetime) -> datetime:
+    """0001-01-01T00:00:00+00:01 parses, but lies before year 1 in UTC: PostgreSQL and
+    Python cannot hold it as an instant."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("instant_range",
+                                  "must lie between the years 1 and 9999 in UTC") from None
+    return value
+
+
+# An RFC 3339 instant with its offset, which every store can hold.
+Instant = Annotated[AwareDatetime, AfterValidator(_representable)]

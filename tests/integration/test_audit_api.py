@@ -235,6 +235,13 @@ async def test_who_may_read_the_audit_and_the_record_of_reads(svc):
     r = await au.http.get("/v1/audit/access", params={"client_id": cid}, headers=other_head)
     assert r.json()["reads"] == []
     assert (await au.http.get("/v1/audit/access", headers=auditor(au))).status_code == 422
+    # an instant that parses but lies before year 1 in UTC (found by the API fuzz test)
+    for path, name in (("/v1/audit/access", "since"), (f"/v1/audit/clients/{cid}/state", "as_of")):
+        r = await au.http.get(path, params={name: "0001-01-01T00:00:00+00:01"},
+                              headers=auditor(au))
+        assert r.status_code == 422, r.text
+        assert (r.json()["field"], r.json()["errors"][0]["rule"]) == (f"query.{name}",
+                                                                      "instant_range")
 
 
 async def test_a_transferred_clients_history_includes_the_case_it_came_from(svc):
