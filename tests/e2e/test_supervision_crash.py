@@ -5,38 +5,36 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import nats
 import pytest
 
 from services.supervision.events import EVENTS
 from shared.events import EventCatalog
-from shared.office_time import office_date
 from shared.store import EventStore
 from shared.streams import CaseRef, Topology
 from shared.web.auth import TokenService
 from tests.conftest import TEST_SECRET
 from tests.integration.test_registration_api import body, nik
 from tests.support.calls import call as json_call
+from tests.support.clock import office_today
 from tests.support.processes import services
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.slow
 CLIENTS = 40
 INTERVAL = 7
-TODAY = office_date(datetime.now(UTC))
-START = TODAY - timedelta(days=300)
 TOKEN = TokenService(TEST_SECRET).issue("kasubsi", "jaksel", ["pk", "supervisor", "head"])
 
 
 call = functools.partial(json_call, token=TOKEN)
 
 
-def expected_misses() -> list[date]:
-    first = START + timedelta(days=INTERVAL)
+def expected_misses(start: date, today: date) -> list[date]:
+    first = start + timedelta(days=INTERVAL)
     dues, due = [], first
-    while due + timedelta(days=3) < TODAY:
+    while due + timedelta(days=3) < today:
         dues.append(due)
         due += timedelta(days=INTERVAL)
     return dues
@@ -54,12 +52,15 @@ async def test_a_sweep_killed_midway_resumes_with_nothing_lost_and_nothing_twice
     with services(servers, ("registration", "supervision"),
                   BAPAS_SUPERVISION_SWEEP_SECONDS="0.2") as system:
         reg, sup = system.urls["registration"], system.urls["supervision"]
+        # 300 = 7 * 42 + 6: the same misses are due whether the sweeps run today or up to
+        # four days later, so a run that crosses midnight WIB expects what it finds
+        start = office_today() - timedelta(days=300)
         cids = []
         for i in range(CLIENTS):
             payload = body(nik(100 + i), f"Klien {i}")
-            payload["period"] = {"start_on": START.isoformat(),
-                                 "end_on": (START + timedelta(days=400)).isoformat()}
-            payload["decision"]["issued_on"] = START.isoformat()
+            payload["period"] = {"start_on": start.isoformat(),
+                                 "end_on": (start + timedelta(days=400)).isoformat()}
+            payload["decision"]["issued_on"] = start.isoformat()
             status, doc = call("POST", f"{reg}/v1/clients", payload)
             assert status == 201, doc
             cids.append(doc["client_id"])
@@ -72,13 +73,13 @@ async def test_a_sweep_killed_midway_resumes_with_nothing_lost_and_nothing_twice
             for cid in cids:
                 status, doc = call("PUT", f"{sup}/v1/supervision/{cid}/plan",
                                    {"interval_days": INTERVAL, "grace_days": 3,
-                                    "first_due_on": (START + timedelta(days=INTERVAL)).isoformat()})
+                                    "first_due_on": (start + timedelta(days=INTERVAL)).isoformat()})
                 assert status == 200, doc
             # kill the process as soon as the sweep has recorded some, not all
             seen = await eventually(lambda: misses(store, cids),
                                     until=lambda m: any(m.values()), every=0.02)
             system.kill("supervision")
-            want = expected_misses()
+            want = expected_misses(start, office_today())
             recorded_at_kill = sum(len(v) for v in seen.values())
             assert 0 < recorded_at_kill < len(want) * CLIENTS, "the kill did not land mid-sweep"
             system.start("supervision")

@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -20,17 +20,15 @@ from aiosmtpd.controller import Controller
 
 from services.guidance.app import definition as guidance
 from services.notification.app import definition as notification
-from services.notification.domain import WIB
 from services.notification.reminders import queue_reminders
 from services.registration.app import definition as registration
 from services.supervision.app import definition as supervision
-from services.supervision.domain import office_date
 from shared.local.servers import free_port
 from tests.integration.test_registration_api import body, nik
+from tests.support.clock import office_today
 from tests.support.service import Running, running
 from tests.support.wait import eventually
 
-TODAY = office_date(datetime.now(UTC))
 DOMAIN = "bapas-jaksel.kemenkumham.go.id"
 
 
@@ -181,7 +179,7 @@ async def put_officer(s: System, officer_id: str, name: str, role: str = "pk",
 
 async def register(s: System, i: int, name: str, *, officer: str = "pk-0007",
                    started_days_ago: int = 20, phone: str | None = None) -> dict:
-    start = TODAY - timedelta(days=started_days_ago)
+    start = office_today() - timedelta(days=started_days_ago)
     payload = body(nik(i), name, officer=officer, phone=phone or f"+62812000{i:05d}")
     payload["period"] = {"start_on": start.isoformat(),
                          "end_on": (start + timedelta(days=365)).isoformat()}
@@ -401,9 +399,10 @@ async def test_a_client_due_to_report_soon_gets_one_sms_reminder(svc: System, sm
     later = await register(s, 9, "Eka Putri", phone="+6281300000002")
     await supervised(s, soon["client_id"])
     await supervised(s, later["client_id"])
-    due = TODAY + timedelta(days=2)
+    today = office_today()
+    due = today + timedelta(days=2)
     await set_plan(s, soon["client_id"], due)
-    await set_plan(s, later["client_id"], TODAY + timedelta(days=10))  # not yet
+    await set_plan(s, later["client_id"], today + timedelta(days=10))  # not yet
 
     (text,) = await eventually(lambda: sms.to("+6281300000001"), timeout=20)
     assert set(text) == {"to", "text"}
@@ -416,10 +415,10 @@ async def test_a_client_due_to_report_soon_gets_one_sms_reminder(svc: System, sm
     # first text went out is reminded by a later poll, and the first is not reminded again
     third = await register(s, 10, "Fajar Nugroho", phone="+6281300000003")
     await supervised(s, third["client_id"])
-    await set_plan(s, third["client_id"], TODAY + timedelta(days=1))
+    await set_plan(s, third["client_id"], today + timedelta(days=1))
     await eventually(lambda: sms.to("+6281300000003"), timeout=20)
     schema = s.nt.kernel.schema
-    assert await queue_reminders(s.nt.kernel.pool, schema, datetime.now(WIB).date(), 3) == 0
+    assert await queue_reminders(s.nt.kernel.pool, schema, office_today(), 3) == 0
     rows = await eventually(lambda: deliveries(s, status="DELIVERED"),
                             until=lambda rows: len([d for d in rows
                                                     if d["channel"] == "SMS"]) == 2)
