@@ -79,7 +79,7 @@ class Kernel:
         self.topology = Topology(settings.namespace)
         self.schema = self.topology.schema(service)
         self.nc = nc
-        self.broker = broker  # FastStream's own connection, for the reactors' subscribers
+        self.broker = broker  # FastStream's, for the reactors' subscribers; started by start()
         self.pool = pool
         self.metrics = KernelMetrics()
         self.catalog = EventCatalog(ACCESS, *registries)
@@ -100,7 +100,6 @@ class Kernel:
         try:
             await ensure_streams(nc.jetstream(), topology, settings.stream_replicas)
             pool = await create_pool(settings.dsn, max_size=20)
-            await broker.start()
         except BaseException:
             await _quietly_close(broker, nc)
             raise
@@ -123,6 +122,8 @@ class Kernel:
         """Start consumers and background jobs; read models exist when this returns."""
         for prepare in parts.setup:
             await prepare()
+        if self.broker is not None and any(t.via_faststream for t in parts.consumers):
+            await self.broker.start()  # its own connection, only where a subscriber needs it
         for target in parts.consumers:
             runner = self.projection_runner(target)
             await runner.ensure_created()

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,39 +209,35 @@ class Platform:
         """Restart a service or an embedded server that dies, with growing pauses if it
         keeps dying; a server comes back on the same data folder and ports."""
         while not self.stop_requested.wait(0.5):
-            now = time.monotonic()
             for svc in self.services:
-                if svc.proc is None or svc.proc.poll() is None:
-                    continue
-                if svc.next_start == 0.0:
-                    delay = _backoff(svc, now - svc.started)
-                    svc.next_start = now + delay
-                    click.echo(f"{svc.name} exited (code {svc.proc.returncode}); restarting in "
-                               f"{delay:.1f}s", err=True)
-                elif now >= svc.next_start:
-                    svc.restarts += 1
-                    svc.next_start = 0.0
-                    self._spawn(svc)
-                    self._save_restarts()
+                self._tend(svc, svc.proc, lambda svc=svc: self._spawn(svc))
             for emb in self.embedded:
-                proc = emb.server.proc
-                if proc is None or proc.poll() is None:  # poll() also reaps a dead server
-                    continue
-                if emb.next_start == 0.0:
-                    # a postmaster's backends outlive it for a moment and hold its shared
-                    # memory, which would refuse the next start: end its process group
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    delay = _backoff(emb, now - emb.started)
-                    emb.next_start = now + delay
-                    click.echo(f"{emb.name} exited (code {proc.returncode}); restarting in "
-                               f"{delay:.1f}s on the same data", err=True)
-                elif now >= emb.next_start:
-                    emb.restarts += 1
-                    emb.next_start = 0.0
-                    emb.started = now
-                    emb.server.spawn()
-                    self._save_restarts()
+                # a postmaster's backends outlive it for a moment and hold its shared
+                # memory, which would refuse the next start: its process group ends first
+                self._tend(emb, emb.server.proc, emb.server.spawn, end_group=True,
+                           note=" on the same data")
+
+    def _tend(self, child: _Service | _Embedded, proc: subprocess.Popen | None,
+              spawn: Callable[[], None], *, end_group: bool = False, note: str = "") -> None:
+        """One child's turn in the watch: once it has died (`poll()` also reaps it), say
+        so and schedule its start; when that time comes, start it again."""
+        if proc is None or proc.poll() is None:
+            return
+        now = time.monotonic()
+        if child.next_start == 0.0:
+            if end_group:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            delay = _backoff(child, now - child.started)
+            child.next_start = now + delay
+            click.echo(f"{child.name} exited (code {proc.returncode}); restarting in "
+                       f"{delay:.1f}s{note}", err=True)
+        elif now >= child.next_start:
+            child.restarts += 1
+            child.next_start = 0.0
+            child.started = now
+            spawn()
+            self._save_restarts()
 
     def _save_restarts(self) -> None:
         self.run_info["restarts"] = {
