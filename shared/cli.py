@@ -43,14 +43,18 @@ def main() -> None:
 
 @main.command()
 @_data_option
-def up(data: Path) -> None:
+@click.option("--cluster", type=click.Choice(["1", "3"]), default="1", show_default=True,
+              help="nats-servers to run: 3 routes them on loopback as a cluster (from "
+                   "deploy/cluster/node.conf) with streams of three replicas")
+def up(data: Path, cluster: str) -> None:
     """Run the whole system locally until Ctrl-C.
 
-    Embedded nats-server and PostgreSQL live under the data folder unless BAPAS_NATS_URL /
-    BAPAS_DATABASE_URL are set. Service ports: BAPAS_<SERVICE>_PORT (defaults 8101-8105).
+    Embedded nats-server(s) and PostgreSQL live under the data folder unless BAPAS_NATS_URL /
+    BAPAS_DATABASE_URL are set; each is started again on its data when it dies. Service
+    ports: BAPAS_<SERVICE>_PORT (defaults 8101-8105).
     """
     from .local.up import run_platform
-    sys.exit(run_platform(data))
+    sys.exit(run_platform(data, int(cluster)))
 
 
 @main.command()
@@ -113,11 +117,12 @@ def status(data: Path, as_json: bool) -> None:
                            + (f", building {c['building']}" if c.get("building") else ""))
             for h in doc.get("held_cases") or []:
                 click.echo(f"    HELD {h['projection']} {h['subject']} ({h['status']}): {h['error']}")
-        for name in run.get("embedded") or []:  # the servers `bapas up` runs and restarts
-            if name == "nats-server":
-                where, up = run["nats_url"], _nats_up(run["nats_monitor_url"])
+        for emb in run.get("embedded") or []:  # the servers `bapas up` runs and restarts
+            name = emb["name"]
+            if "monitor_url" in emb:
+                where, up = emb["url"], _nats_up(emb["monitor_url"])
             else:
-                where, up = _without_user(run["database_url"]), _port_open(run["database_url"])
+                where, up = _without_user(emb["url"]), _port_open(emb["url"])
             click.echo(f"{name:<13} {where:<24} {'up' if up else 'down'}"
                        + _restarted(restarts.get(name, 0)))
     sys.exit(0 if all_ready else 1)

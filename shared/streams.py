@@ -130,7 +130,6 @@ def _differences(actual: StreamConfig, wanted: StreamConfig) -> list[str]:
         ("max_bytes", actual.max_bytes, -1),
         ("max_age", actual.max_age or 0, 0),
         ("max_msgs_per_subject", actual.max_msgs_per_subject, -1),
-        ("num_replicas", actual.num_replicas, wanted.num_replicas),
         ("deny_delete", bool(actual.deny_delete), True),
         ("deny_purge", bool(actual.deny_purge), True),
         ("allow_direct", bool(actual.allow_direct), True),
@@ -139,6 +138,9 @@ def _differences(actual: StreamConfig, wanted: StreamConfig) -> list[str]:
     for name, have, want in checks:
         if have != want:
             out.append(f"{name} is {have!r}, must be {want!r}")
+    if (actual.num_replicas or 1) < (wanted.num_replicas or 1):
+        out.append(f"num_replicas is {actual.num_replicas}, must be at least "
+                   f"{wanted.num_replicas} (BAPAS_STREAM_REPLICAS)")
     if (actual.duplicate_window or 0) < DUPLICATE_WINDOW_S:
         out.append(f"duplicate_window is {actual.duplicate_window}s, must be at least "
                    f"{DUPLICATE_WINDOW_S:.0f}s")
@@ -173,17 +175,37 @@ async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int
 
 
 def default_monitor_url(nats_url: str) -> str:
-    first = nats_url.split(",")[0]
-    host = urllib.parse.urlparse(first).hostname or "127.0.0.1"
-    return f"http://{host}:8222"
+    """Port 8222 on each host of `nats_url` (comma-separated for a cluster)."""
+    hosts = [urllib.parse.urlparse(u.strip()).hostname or "127.0.0.1" for u in nats_url.split(",")]
+    return ",".join(f"http://{h}:8222" for h in dict.fromkeys(hosts))
 
 
 async def check_server_profile(monitor_url: str, timeout: float = 5.0) -> dict:
     """Refuse a server that does not fsync every write (`sync_interval: always`).
 
     The setting is read from the server's monitoring endpoint (/varz): clients cannot see it
-    otherwise. Returns the JetStream config the server reported.
+    otherwise. `monitor_url` may list a cluster's nodes, comma-separated: every node that
+    answers must hold the profile and at least one must answer (a node down for maintenance
+    does not stop a service from starting). Returns the JetStream config a node reported.
     """
+    urls = [u.strip() for u in monitor_url.split(",") if u.strip()]
+    reported: list[dict] = []
+    unreachable: list[ProfileError] = []
+    for url in urls:
+        try:
+            reported.append(await _node_profile(url, timeout))
+        except _Unreachable as exc:
+            unreachable.append(exc)
+    if not reported:
+        raise unreachable[0]
+    return reported[0]
+
+
+class _Unreachable(ProfileError):
+    pass
+
+
+async def _node_profile(monitor_url: str, timeout: float) -> dict:
     url = monitor_url.rstrip("/") + "/varz"
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
@@ -191,10 +213,11 @@ async def check_server_profile(monitor_url: str, timeout: float = 5.0) -> dict:
             resp.raise_for_status()
             varz = resp.json()
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        raise ProfileError(
+        raise _Unreachable(
             f"cannot read the NATS server's settings from {url} ({exc}). The durability profile "
             "must be verified before events are written: enable the monitoring port "
-            "(`http: 8222` in nats-server.conf) or set BAPAS_NATS_MONITOR_URL to it.") from exc
+            "(`http: 8222` in nats-server.conf) or set BAPAS_NATS_MONITOR_URL to it "
+            "(comma-separated, one per node of a cluster).") from exc
     js_cfg = (varz.get("jetstream") or {}).get("config")
     if not js_cfg:
         raise ProfileError(f"the NATS server at {url} runs without JetStream: "
@@ -203,7 +226,7 @@ async def check_server_profile(monitor_url: str, timeout: float = 5.0) -> dict:
         interval = js_cfg.get("sync_interval")
         every = f"every {interval / 1e9:g}s" if isinstance(interval, (int, float)) else "late"
         raise ProfileError(
-            f"the NATS server does not fsync every write (it syncs {every}, not `always`). An "
-            "acknowledged event could be lost on power failure. Set "
+            f"the NATS server at {url} does not fsync every write (it syncs {every}, not "
+            "`always`). An acknowledged event could be lost on power failure. Set "
             "`jetstream { sync_interval: always }` in nats-server.conf and restart the server.")
     return js_cfg

@@ -40,7 +40,7 @@ def build(kernel: Kernel) -> ServiceParts:
         await ensure_tables(kernel.pool, kernel.schema)
 
     async def feed_stream() -> None:
-        await ensure_feed(kernel.nc, kernel.topology)
+        await ensure_feed(kernel.nc, kernel.topology, kernel.settings.stream_replicas)
 
     return ServiceParts(
         routers=[build_router(kernel, settings, client)],

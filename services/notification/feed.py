@@ -25,14 +25,14 @@ from .domain import PUBLIC_EVENT_TYPES, DataLevel, attributes, redact
 from .events import FEED_PAYLOADS
 
 
-def feed_stream(topology: Topology) -> StreamConfig:
+def feed_stream(topology: Topology, replicas: int = 1) -> StreamConfig:
     """Derived from the event streams and rebuildable: the same durable storage, but a
     subscriber-facing stream, so no atomic batches are needed."""
     return StreamConfig(
         name=topology.stream("agency_feed"), subjects=[f"{topology.feed_root}.>"],
         retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
         max_msgs=-1, max_bytes=-1, max_age=0, duplicate_window=DUPLICATE_WINDOW_S,
-        deny_delete=True, deny_purge=True, allow_direct=True)
+        num_replicas=replicas, deny_delete=True, deny_purge=True, allow_direct=True)
 
 
 def feed_channels(topology: Topology) -> tuple[Channel, ...]:
@@ -53,12 +53,12 @@ def feed_channels(topology: Topology) -> tuple[Channel, ...]:
         for cls in registry.types() if cls.event_type in FEED_PAYLOADS)
 
 
-async def ensure_feed(nc: NATS, topology: Topology) -> None:
+async def ensure_feed(nc: NATS, topology: Topology, replicas: int = 1) -> None:
     js = nc.jetstream()
     try:
         await js.stream_info(topology.stream("agency_feed"))
     except NotFoundError:
-        await js.add_stream(feed_stream(topology))
+        await js.add_stream(feed_stream(topology, replicas))
 
 
 class AgencyFeed(Reactor):

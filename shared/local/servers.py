@@ -21,8 +21,12 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-__all__ = ["NatsServer", "PostgresServer", "free_port", "port_is_free", "nats_server_binary",
-           "NATS_CONFIG"]
+__all__ = ["NatsServer", "NatsCluster", "PostgresServer", "free_port", "port_is_free",
+           "nats_server_binary", "NATS_CONFIG", "CLUSTER_NODE_CONFIG"]
+
+# The configuration of a cluster node as an operator deploys it, parameterised by its
+# environment; `NatsCluster` runs its nodes from copies of this very file.
+CLUSTER_NODE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "cluster" / "node.conf"
 
 # The profile the shipped config (deploy/nats-server.conf) also holds: JetStream on, and an
 # fsync for every write. Without it an acknowledged event can be lost (Jepsen, NATS 2.12.1).
@@ -139,14 +143,20 @@ class NatsServer:
         """Start the process on this server's data and ports, without waiting for it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats-server.conf"
-        conf.write_text(NATS_CONFIG.format(
-            name=self.name, port=self.port, monitor_port=self.monitor_port,
-            store_dir=self.data_dir / "jetstream", sync="always" if self.sync_always else '"2m"'))
+        conf.write_text(self._config())
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [nats_server_binary(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, process_group=0,
+                stdin=subprocess.DEVNULL, process_group=0, env=self._environment(),
                 preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
+
+    def _config(self) -> str:
+        return NATS_CONFIG.format(
+            name=self.name, port=self.port, monitor_port=self.monitor_port,
+            store_dir=self.data_dir / "jetstream", sync="always" if self.sync_always else '"2m"')
+
+    def _environment(self) -> dict[str, str] | None:
+        return None
 
     def healthy(self) -> bool:
         try:
@@ -167,6 +177,96 @@ class NatsServer:
         return self.start(timeout)
 
     def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _ClusterNode(NatsServer):
+    """A node of a `NatsCluster`: the shipped node configuration, its environment ours."""
+
+    def __init__(self, data_dir: Path, *, name: str, cluster_port: int, routes: list[str],
+                 route_password: str) -> None:
+        super().__init__(data_dir, name=name)
+        self.cluster_port = cluster_port
+        self.routes = routes
+        self.route_password = route_password
+
+    def _config(self) -> str:
+        return CLUSTER_NODE_CONFIG.read_text()
+
+    def _environment(self) -> dict[str, str]:
+        env = {**os.environ,
+               "BAPAS_NATS_NODE": self.name,
+               "BAPAS_NATS_LISTEN": f"127.0.0.1:{self.port}",
+               "BAPAS_NATS_MONITOR": f"127.0.0.1:{self.monitor_port}",
+               "BAPAS_NATS_STORE_DIR": str(self.data_dir / "jetstream"),
+               "BAPAS_NATS_CLUSTER_LISTEN": f"127.0.0.1:{self.cluster_port}",
+               "BAPAS_NATS_ROUTE_USER": "route",
+               "BAPAS_NATS_ROUTE_PASSWORD": self.route_password}
+        for i, route in enumerate(self.routes, 1):
+            env[f"BAPAS_NATS_ROUTE_{i}"] = route
+        return env
+
+    def cluster_healthy(self) -> bool:
+        """JetStream of this node is current with the cluster's meta leader (full /healthz)."""
+        try:
+            with urllib.request.urlopen(f"{self.monitor_url}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+
+class NatsCluster:
+    """Three nats-servers routed on loopback, each with JetStream file storage and
+    fsync always, from deploy/cluster/node.conf: what an operator runs on three machines."""
+
+    def __init__(self, data_dir: Path | str, size: int = 3, *,
+                 ports: list[int | None] | None = None) -> None:
+        import secrets
+
+        if size != 3:
+            raise ValueError("a cluster has three nodes (deploy/cluster/node.conf names three "
+                             "routes)")
+        self.data_dir = Path(data_dir)
+        password = secrets.token_urlsafe(24)
+        cluster_ports = [free_port() for _ in range(size)]
+        routes = [f"nats-route://route:{password}@127.0.0.1:{p}" for p in cluster_ports]
+        ports = ports or [None] * size
+        self.nodes = [
+            _ClusterNode(self.data_dir / f"nats-{i + 1}", name=f"nats-{i + 1}",
+                         cluster_port=cluster_ports[i], routes=routes, route_password=password)
+            for i in range(size)]
+        for node, port in zip(self.nodes, ports):
+            if port:
+                node.port = port
+
+    @property
+    def url(self) -> str:
+        return ",".join(n.url for n in self.nodes)
+
+    @property
+    def monitor_url(self) -> str:
+        return ",".join(n.monitor_url for n in self.nodes)
+
+    def start(self, timeout: float = 60.0) -> NatsCluster:
+        for node in self.nodes:
+            node.spawn()
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:  # each node up, and the cluster's meta leader elected
+            _wait(node.cluster_healthy, max(1.0, deadline - time.monotonic()),
+                  f"nats-server {node.name}", node.proc, node.log)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop(timeout)
+
+    def __enter__(self) -> NatsCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

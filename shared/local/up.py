@@ -1,6 +1,7 @@
 """`bapas up`: the whole system on one machine.
 
-Starts an embedded nats-server (JetStream, fsync always) and an embedded PostgreSQL under the
+Starts an embedded nats-server (JetStream, fsync always), or with `--cluster 3` three of them
+routed on loopback with streams of three replicas, and an embedded PostgreSQL under the
 data folder unless `BAPAS_NATS_URL` / `BAPAS_DATABASE_URL` point elsewhere; provisions the
 streams and schemas; starts each service as its own process; waits until every /readyz
 answers; prints one line per service and a development token; restarts a service that dies;
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import nats.js.errors
 
 from ..settings import SERVICE_PORTS, Settings
-from .servers import NatsServer, PostgresServer, _die_with_parent, _tail, port_is_free
+from .servers import NatsCluster, NatsServer, PostgresServer, _die_with_parent, _tail, port_is_free
 
 __all__ = ["run_platform", "SERVICES", "load_secret", "read_run_file"]
 
@@ -96,10 +98,11 @@ def _backoff(proc: _Service | _Embedded, lived: float) -> float:
 
 
 class Platform:
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, cluster: int = 1) -> None:
         self.data = data.resolve()
+        self.cluster = cluster
         self.stop_requested = threading.Event()
-        self.nats: NatsServer | None = None
+        self.nats: NatsServer | NatsCluster | None = None
         self.pg: PostgresServer | None = None
         self.services: list[_Service] = []
         self.embedded: list[_Embedded] = []
@@ -140,7 +143,17 @@ class Platform:
         secret = (settings.jwt_secret.get_secret_value() if settings.jwt_secret
                   else load_secret(self.data, create=True))
         nats_url, monitor_url = settings.nats_url, settings.monitor_url
-        if "BAPAS_NATS_URL" not in os.environ:
+        replicas = settings.stream_replicas
+        if "BAPAS_NATS_URL" not in os.environ and self.cluster > 1:
+            self.nats = NatsCluster(self.data / "nats", self.cluster,
+                                    ports=[_prefer(4222), _prefer(4223), _prefer(4224)])
+            click.echo(f"starting a {self.cluster}-node nats-server cluster (JetStream, sync "
+                       f"always, streams of {self.cluster} replicas) in {self.nats.data_dir}")
+            self.nats.start()
+            self.embedded.extend(_Embedded(n.name, n) for n in self.nats.nodes)
+            nats_url, monitor_url = self.nats.url, self.nats.monitor_url
+            replicas = max(replicas, self.cluster)
+        elif "BAPAS_NATS_URL" not in os.environ:
             self.nats = NatsServer(self.data / "nats", port=_prefer(4222), monitor_port=_prefer(8222))
             click.echo(f"starting nats-server (JetStream, sync always) in {self.nats.data_dir}")
             self.nats.start()
@@ -158,8 +171,8 @@ class Platform:
         self.env = {**os.environ, "BAPAS_ENV": settings.env, "BAPAS_NATS_URL": nats_url,
                     "BAPAS_NATS_MONITOR_URL": monitor_url, "BAPAS_DATABASE_URL": dsn,
                     "BAPAS_JWT_SECRET": secret, "BAPAS_LOG_FORMAT": "json",
-                    "PYTHONUNBUFFERED": "1"}
-        asyncio.run(_provision(nats_url, monitor_url, dsn, settings))
+                    "BAPAS_STREAM_REPLICAS": str(replicas), "PYTHONUNBUFFERED": "1"}
+        asyncio.run(_provision(nats_url, monitor_url, dsn, settings, replicas))
         click.echo("streams and schemas provisioned")
         for name in SERVICES:
             svc = _Service(name, settings.port(name), self.data / "logs" / f"{name}.log")
@@ -275,8 +288,15 @@ class Platform:
             "pid": os.getpid(), "nats_url": nats_url, "nats_monitor_url": monitor_url,
             "database_url": dsn, "namespace": namespace,
             "services": {s.name: f"http://{host}:{s.port}" for s in self.services},
-            "embedded": [e.name for e in self.embedded]}
+            "embedded": [_where(e) for e in self.embedded]}
         self._save_restarts()
+
+
+def _where(emb: _Embedded) -> dict[str, str]:
+    """What `bapas status` needs to show an embedded server: its name, address and check."""
+    if isinstance(emb.server, NatsServer):
+        return {"name": emb.name, "url": emb.server.url, "monitor_url": emb.server.monitor_url}
+    return {"name": emb.name, "url": emb.server.dsn}
 
 
 def _prefer(port: int) -> int | None:
@@ -292,7 +312,8 @@ def _ready(base: str) -> bool:
         return False
 
 
-async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settings) -> None:
+async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settings,
+                     replicas: int) -> None:
     from ..db import create_pool, ensure_kernel_tables
     from ..runtime import connect_nats
     from ..streams import Topology, check_server_profile, ensure_streams
@@ -301,7 +322,14 @@ async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settin
     await check_server_profile(monitor_url)
     nc = await connect_nats(nats_url, "bapas-up")
     try:
-        await ensure_streams(nc.jetstream(), topology, settings.stream_replicas)
+        for attempt in range(60):  # a fresh cluster may still be placing its meta leader
+            try:
+                await ensure_streams(nc.jetstream(), topology, replicas)
+                break
+            except nats.js.errors.ServiceUnavailableError:
+                if attempt == 59:
+                    raise
+                await asyncio.sleep(0.5)
     finally:
         await nc.close()
     pool = await create_pool(dsn, max_size=2)
@@ -313,5 +341,5 @@ async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settin
         await pool.close()
 
 
-def run_platform(data: Path) -> int:
-    return Platform(data).run()
+def run_platform(data: Path, cluster: int = 1) -> int:
+    return Platform(data, cluster).run()

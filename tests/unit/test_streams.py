@@ -6,7 +6,8 @@ import pytest
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from shared.streams import (
-    CONTEXT_STREAMS, DUPLICATE_WINDOW_S, CaseRef, Topology, _differences, stream_profile,
+    CONTEXT_STREAMS, DUPLICATE_WINDOW_S, CaseRef, Topology, _differences, default_monitor_url,
+    stream_profile,
 )
 
 CLIENT = "0193a7c2-5e1f-7b3a-9c1d-2f4e6a8b0c1d"
@@ -131,7 +132,6 @@ def test_a_stream_as_the_server_reports_it_holds_the_profile():
     ({"allow_direct": False}, "allow_direct"),
     ({"allow_atomic": False}, "allow_atomic"),
     ({"duplicate_window": 120 * 10**9}, "duplicate_window"),
-    ({"num_replicas": 3}, "num_replicas"),
     ({"subjects": ["bapas.>"]}, "subjects"),
 ])
 def test_each_difference_from_the_profile_is_named(change, named):
@@ -139,3 +139,18 @@ def test_each_difference_from_the_profile_is_named(change, named):
     reported = StreamConfig.from_response({**wanted.as_dict(), **change})
     problems = _differences(reported, wanted)
     assert len(problems) == 1 and problems[0].startswith(named), problems
+
+
+def test_fewer_replicas_than_the_profile_asks_for_are_refused_more_are_not():
+    wanted = stream_profile(Topology(), "supervision", replicas=3)
+    fewer = StreamConfig.from_response({**wanted.as_dict(), "num_replicas": 1})
+    more = StreamConfig.from_response({**wanted.as_dict(), "num_replicas": 5})
+    assert _differences(fewer, wanted) == [
+        "num_replicas is 1, must be at least 3 (BAPAS_STREAM_REPLICAS)"]
+    assert _differences(more, wanted) == []
+
+
+def test_the_default_monitor_urls_name_every_host_of_a_cluster():
+    assert default_monitor_url("nats://n1:4222,nats://n2:4222,nats://n3:4222") == (
+        "http://n1:8222,http://n2:8222,http://n3:8222")
+    assert default_monitor_url("nats://10.0.0.5:4222") == "http://10.0.0.5:8222"
