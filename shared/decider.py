@@ -79,13 +79,27 @@ class CommandRunner(Generic[C, S]):
         Events whose ids the case already holds are not appended again. `guard(state)` runs
         on the loaded case before deciding (may the caller act on it?), so that checking and
         deciding share one read.
+
+        With the caller's `Idempotency-Key` (`meta.idempotency_key`) the ids derive from it: a
+        repeat of a command the case already holds (its answer was lost, the caller retried)
+        is not decided again (an advance repeated would advance twice) but answered with
+        the events the first one stored.
         """
         ids: list[str] = []
         name = type(command).__name__
+        key = meta.idempotency_key
+        if event_id is None and key is not None:
+            def event_id(i: int) -> str:
+                return derived_id("command", self.context, ref.office, ref.client_id, key, i)
         for attempt in range(1, self.max_attempts + 1):
             state, version, history = await self.load_state(ref)
             if guard is not None:
                 guard(state)
+            if key is not None and event_id is not None:
+                earlier = _stored_by(event_id, history)
+                if earlier:
+                    self._metrics.decisions.labels(name, "repeated").inc()
+                    return Decision(earlier, state, version, duplicate=True)
             produced = list(self.decider.decide(command, state))
             while len(ids) < len(produced):
                 ids.append(event_id(len(ids)) if event_id else new_id())
@@ -112,6 +126,16 @@ class CommandRunner(Generic[C, S]):
         raise DomainConflict(
             f"the case changed {self.max_attempts} times while this command was being decided; "
             "try again", rule="concurrent_change")
+
+
+def _stored_by(event_id: Callable[[int], str], history: list[RecordedEvent]
+               ) -> list[RecordedEvent]:
+    """The events a command with these ids already stored on the case, in order."""
+    by_id = {e.id: e for e in history}
+    out: list[RecordedEvent] = []
+    while (found := by_id.get(event_id(len(out)))) is not None:
+        out.append(found)
+    return out
 
 
 async def react(runner: CommandRunner, reaction: str, cause: RecordedEvent,

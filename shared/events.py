@@ -147,6 +147,9 @@ class Metadata:
     actor: str
     correlation_id: str
     causation_id: str | None = None
+    # the caller's `Idempotency-Key`: a command repeated with it stores nothing new (the
+    # key names one command on one case; it is not stored in the events)
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

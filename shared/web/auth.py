@@ -116,9 +116,18 @@ def require_roles(*roles: str):
     return Depends(check)
 
 
+IDEMPOTENCY_KEY_MAX = 200
+
+
 def metadata(request: Request, principal: Principal) -> Metadata:
-    """Who acts, and the request's correlation id: what a command's events carry."""
-    return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id)
+    """Who acts, the request's correlation id, and its `Idempotency-Key` if it sent one."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX and key.isprintable()):
+        raise Problem(422, "Invalid Idempotency-Key",
+                      f"the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} printable "
+                      "characters", rule="idempotency_key_format", field="header.Idempotency-Key")
+    return Metadata(actor=principal.sub, correlation_id=request.state.correlation_id,
+                    idempotency_key=key)
 
 
 def not_found(what: str = "client") -> Problem:

@@ -56,10 +56,11 @@ async def plan(sv, cid, first_due_on: date, **kw):
 
 
 async def visit(sv, cid, kind="LAPOR_DIRI", day: date | None = None, outcome="MET_COMPLIED",
-                **kw):
+                headers=None, **kw):
     """A visit on the office's `day` (default today), stamped at an instant already past."""
     occurred_at = stamp_on(day or office_today())
-    return await sv.http.post(f"/v1/supervision/{cid}/visits", headers=sv.token(),
+    return await sv.http.post(f"/v1/supervision/{cid}/visits",
+                              headers={**sv.token(), **(headers or {})},
                               json={"kind": kind, "occurred_at": occurred_at,
                                     "outcome": outcome, "notes": "", **kw})
 
@@ -120,6 +121,25 @@ async def test_scenario_6_a_client_who_moved_unreported_is_a_khusus_violation(sv
     assert visited.type == "VisitLogged" and not visited.data.counts_as_report
     assert (violation.data.category, violation.data.code) == ("KHUSUS", "PINDAH_TANPA_LAPOR")
     assert violation.data.source_id == visited.data.visit_id
+
+
+async def test_a_visit_retried_with_its_idempotency_key_is_stored_once(svc):
+    reg, gd, sv = svc
+    cid = await register(reg, 4, started_days_ago=20)
+    await started(sv, cid)
+    day = office_today() - timedelta(days=1)
+    first = await visit(sv, cid, day=day, outcome="MOVED_UNREPORTED", kind="KUNJUNGAN_RUMAH",
+                        headers={"Idempotency-Key": "visit-4-a"})
+    again = await visit(sv, cid, day=day, outcome="MOVED_UNREPORTED", kind="KUNJUNGAN_RUMAH",
+                        headers={"Idempotency-Key": "visit-4-a"})
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json()["events"] == again.json()["events"] == ["VisitLogged", "ViolationRecorded"]
+    other = await visit(sv, cid, day=day, headers={"Idempotency-Key": "visit-4-b"})
+    assert other.status_code == 200 and other.json()["events"] == ["VisitLogged"]
+    types = [e.type for e in await events_of(sv, cid)]
+    assert types.count("VisitLogged") == 2 and types.count("ViolationRecorded") == 1
+    bad = await visit(sv, cid, headers={"Idempotency-Key": "x" * 201})
+    assert bad.status_code == 422 and bad.json()["field"] == "header.Idempotency-Key"
 
 
 async def test_every_refusal_names_its_rule(svc):
