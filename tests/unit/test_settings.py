@@ -103,10 +103,10 @@ def test_variables_without_the_prefix_are_not_read(monkeypatch):
     assert s.nats_url == "nats://127.0.0.1:4222" and s.database_url is None
 
 
-def test_the_monitor_url_defaults_to_the_nats_host_on_8222(monkeypatch):
+def test_the_monitor_url_defaults_to_each_nats_host_on_8222(monkeypatch):
     monkeypatch.setenv("BAPAS_ENV", "development")
     monkeypatch.setenv("BAPAS_NATS_URL", "nats://nats-1.internal:4222,nats://nats-2.internal:4222")
-    assert Settings().monitor_url == "http://nats-1.internal:8222"
+    assert Settings().monitor_url == "http://nats-1.internal:8222,http://nats-2.internal:8222"
     monkeypatch.setenv("BAPAS_NATS_MONITOR_URL", "http://monitor:9999")
     assert Settings().monitor_url == "http://monitor:9999"
 
