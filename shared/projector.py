@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 import nats.errors
+import nats.js.errors
 import structlog
 from faststream import AckPolicy as FsAckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
@@ -57,7 +58,7 @@ from nats.js.errors import NotFoundError
 
 from .db import TRANSIENT_DB_ERRORS, quote_ident
 from .envelope import parse_ce_type
-from .errors import EventDecodeError, KernelError
+from .errors import EventDecodeError, KernelError, Unavailable
 from .events import Event, EventCatalog, RecordedEvent
 from .metrics import KernelMetrics
 from .store import decode_message
@@ -72,7 +73,8 @@ log = structlog.get_logger("bapas.projector")
 Handler = Callable[..., Awaitable[None]]
 TRANSIENT: tuple[type[BaseException], ...] = TRANSIENT_DB_ERRORS + (
     nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
-    nats.errors.OutboundBufferLimitError,
+    nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError, Unavailable,
 )
 _TAG = re.compile(r"^v(\d+)_(\d+)$")
 
@@ -351,6 +353,8 @@ class ProjectionRunner:
                     raise asyncio.CancelledError from exc
                 self.status.role = "recovering"
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
+                # not known again until the next session has fetched: never a stale 0
+                self.status.lag = dict.fromkeys(self.status.lag)
                 log.warning("projection loop failed; restarting", projection=self.name,
                             error=self.status.last_error, retry_in=backoff)
                 await asyncio.sleep(backoff)
@@ -552,9 +556,11 @@ class ProjectionRunner:
         tag = state.tag
         queue: asyncio.Queue[tuple[str, list[Msg]]] = asyncio.Queue(maxsize=len(self.streams))
         fetchers = []
+        next_delivery: dict[str, int] = {}
         try:
             for stream in self.streams:
-                durable, _ = await self._sync_consumer(tag, stream)
+                durable, delivered = await self._sync_consumer(tag, stream)
+                next_delivery[stream] = delivered + 1
                 puller = _Puller(self.nc, stream, durable)
                 await puller.start()
                 fetchers.append(asyncio.create_task(self._fetch(stream, puller, queue, tag)))
@@ -572,6 +578,7 @@ class ProjectionRunner:
                 for f in fetchers:
                     if f.done():
                         f.result()
+                next_delivery[stream] = self._follows(stream, msgs, next_delivery[stream])
                 await self._settle(state, stream, msgs)
                 await self._retry_due(state)
         finally:
@@ -666,6 +673,20 @@ class ProjectionRunner:
                 release(items)
             for sub in subscribers:
                 await _quietly(sub.stop())
+
+    @staticmethod
+    def _follows(stream: str, msgs: list[Msg], first: int) -> int:
+        """Check that a batch continues the deliveries without a hole; the next expected.
+
+        A new consumer leader (its node was killed or frozen) may count as delivered what
+        never reached us and go on with later messages; applying those and acking them
+        (ACK_POLICY acks everything before) would skip the missing ones for good. The loop
+        restarts instead, and the consumer is recreated at the checkpoint."""
+        for i, msg in enumerate(msgs):
+            if consumer_seq(msg) != first + i:
+                raise DeliveryGap(f"{stream}: delivery {first + i} never came; got "
+                                  f"{consumer_seq(msg)}")
+        return first + len(msgs)
 
     @staticmethod
     def _contiguous(stream: str, items: list[tuple[Msg, asyncio.Future[None]]], first: int
