@@ -29,7 +29,8 @@ from .envelope import (
     parse_time,
     verify_chain,
 )
-from .errors import AppendError, ConcurrencyError, EventDecodeError, KernelError, require_connected
+from .errors import (AppendError, ConcurrencyError, EventDecodeError, KernelError, Unavailable,
+                     require_connected)
 from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, UnknownEventType
 from .ids import new_id
 from .metrics import KernelMetrics
@@ -277,6 +278,9 @@ class EventStore:
                                    reply=f"{self._inbox_prefix}.{token}")
             async with asyncio.timeout(self._timeout):
                 await collector.done
+        except TimeoutError:
+            # no replica answered in time (a frozen or partitioned node, an election)
+            raise Unavailable("nats") from None
         finally:
             self._pending.pop(token, None)
         if collector.status not in ("204", "404", None):
@@ -437,6 +441,8 @@ class EventStore:
             code = err.get("err_code")
             if code in (WRONG_LAST_SEQUENCE, BATCH_DUPLICATE_ID):
                 raise _MaybeWritten(code, err.get("description", ""))
+            if err.get("code") == 503:  # JetStream temporarily unavailable: no leader yet
+                raise Unavailable("nats")
             raise AppendError(f"append to {subject} refused: {err.get('description')} "
                               f"(code {code})")
         return reply

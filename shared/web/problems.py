@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 import nats.errors
+import nats.js.errors
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +25,8 @@ log = structlog.get_logger("bapas.http")
 NATS_OUTAGE: tuple[type[BaseException], ...] = (
     nats.errors.NoServersError, nats.errors.ConnectionClosedError,
     nats.errors.ConnectionReconnectingError, nats.errors.TimeoutError,
-    nats.errors.OutboundBufferLimitError)
+    nats.errors.OutboundBufferLimitError, nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError)
 POSTGRES_OUTAGE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError, ConnectionError)
