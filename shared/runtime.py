@@ -203,12 +203,21 @@ async def _quietly_close(broker: NatsBroker | None, nc: NATS) -> None:
         await asyncio.wait_for(nc.close(), 5)
 
 
+# A server that stops answering without closing its connections (frozen, partitioned) is
+# found by missed pings: within about PING_INTERVAL * (MAX_OUTSTANDING_PINGS + 1) seconds the
+# client drops it and reconnects to another node. nats-py's default (two minutes) would hold
+# every request of a service connected to a frozen cluster node for that long.
+PING_INTERVAL = 1.5
+MAX_OUTSTANDING_PINGS = 2
+
+
 def subscriber_broker(url: str, name: str) -> NatsBroker:
     """FastStream's broker, for the subscribers of reactors and notification consumers. It
     declares no stream (our provisioning does) and runs no subscriber until a consumer's
     leader starts one; its per-message logs go to debug, its errors to our log."""
     return NatsBroker(servers=url.split(","), name=name, max_reconnect_attempts=-1,
                       reconnect_time_wait=0.5, connect_timeout=3, graceful_timeout=5,
+                      ping_interval=PING_INTERVAL, max_outstanding_pings=MAX_OUTSTANDING_PINGS,
                       logger=logging.getLogger("bapas.faststream"), log_level=logging.DEBUG)
 
 
@@ -231,6 +240,8 @@ async def connect_nats(url: str, name: str, *, attempts: int = 30) -> NATS:
         try:
             await nc.connect(servers=url.split(","), name=name, max_reconnect_attempts=-1,
                              reconnect_time_wait=0.5, connect_timeout=3, error_cb=error_cb,
+                             ping_interval=PING_INTERVAL,
+                             max_outstanding_pings=MAX_OUTSTANDING_PINGS,
                              disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
             return nc
         except Exception as exc:  # noqa: BLE001
