@@ -483,6 +483,8 @@ class ProjectionRunner:
         if old:
             for stream in self.streams:
                 await _quietly(self.js.delete_consumer(stream, self._durable(old, stream)))
+                for progress in (self.status.lag, self._fetched, self._applied):
+                    progress.pop(f"{old}:{stream}", None)  # the old build is gone
         log.info("projection switched to a new build", projection=self.name, old=old, new=new)
 
     async def ensure_created(self) -> None:
