@@ -63,6 +63,7 @@ SERVICES = tuple(SERVICE_PORTS)
 OFFICE = "jaksel"
 WORKERS = 8
 PAUSE = 0.04           # between one worker's commands: a busy office, not a flood
+ADVANCES_PER_FAULT = 4  # each takes a client prepared beforehand (litmas, program, TPP)
 RETRY_FOR = 60.0       # a command is retried this long before the caller gives up
 REQUEST_TIMEOUT = 10.0
 GENESIS = "0" * 64
@@ -439,22 +440,28 @@ async def settle(system: LocalSystem, timeout: float = 120.0) -> None:
     """Every service ready and every consumer with nothing left to apply, twice in a row."""
     deadline = time.monotonic() + timeout
     calm = 0
+    busy: list[str] = []
     async with httpx.AsyncClient(timeout=3) as http:
         while time.monotonic() < deadline:
-            try:
-                docs = [(await http.get(u + "/readyz")).json() for u in system.urls.values()]
-                consumers = [c for d in docs for c in d.get("consumers", [])]
-                quiet = (all(d.get("status") == "ready" for d in docs) and all(
-                    c.get("role") in ("leader", "standby") and not c.get("building")
-                    and all(lag == 0 for lag in (c.get("lag") or {}).values())
-                    for c in consumers))
-            except (httpx.HTTPError, ValueError):
-                quiet = False
-            calm = calm + 1 if quiet else 0
+            busy = []
+            for name, url in system.urls.items():
+                try:
+                    doc = (await http.get(url + "/readyz")).json()
+                except (httpx.HTTPError, ValueError) as exc:
+                    busy.append(f"{name}: {type(exc).__name__}")
+                    continue
+                if doc.get("status") != "ready":
+                    busy.append(f"{name}: {doc.get('checks')}")
+                busy += [f"{name} {c['name']}: {c.get('role')}, lag {c.get('lag')}, "
+                         f"{c.get('last_error')}"
+                         for c in doc.get("consumers", [])
+                         if c.get("role") not in ("leader", "standby") or c.get("building")
+                         or any(lag != 0 for lag in (c.get("lag") or {}).values())]
+            calm = 0 if busy else calm + 1
             if calm >= 3:
                 return
             await asyncio.sleep(0.5)
-    raise TimeoutError(f"the system did not settle in {timeout:.0f}s")
+    raise TimeoutError(f"the system did not settle in {timeout:.0f}s: " + "; ".join(busy))
 
 
 async def snapshot(pool: asyncpg.Pool) -> dict[str, list[str]]:
@@ -541,7 +548,7 @@ Inject = Callable[["FaultRunner"], Awaitable[str]]
 class FaultRunner:
     """One system under load; each `run(fault)` injects one fault and counts."""
 
-    def __init__(self, system: LocalSystem, prepared: int = 48) -> None:
+    def __init__(self, system: LocalSystem, prepared: int = 16) -> None:
         self.system = system
         self.n = 0
         self.prepare_count = prepared
@@ -572,14 +579,19 @@ class FaultRunner:
         label = name.split()[0].replace("-", "")[:12] + uuid.uuid4().hex[:6]
         began = time.monotonic()
 
+        advances = 0
+
         async def worker(w: int) -> None:
+            nonlocal advances
             i = 0
             while not stop.is_set():
                 i += 1
                 self.n += 1
                 pick = (w + i) % 6
-                if pick == 5 and (p := next((p for p in self.ready if not p.advanced), None)):
+                if pick == 5 and advances < ADVANCES_PER_FAULT and (
+                        p := next((p for p in self.ready if not p.advanced), None)):
                     p.advanced = True
+                    advances += 1
                     cmd = Command("advance", f"{label}-a{w}-{i}", p.client_id, p.decision_id)
                     await self.officers.advance(cmd)
                 elif pick in (3, 4):
@@ -767,7 +779,7 @@ def format_table(rows: list[Row]) -> str:
 async def run_faults(system: LocalSystem, faults: list[tuple[str, Inject]],
                      echo: Callable[[str], None] = print) -> list[Row]:
     rows = []
-    async with FaultRunner(system) as runner:
+    async with FaultRunner(system, prepared=ADVANCES_PER_FAULT * len(faults)) as runner:
         for name, inject in faults:
             echo(f"  {name} ...")
             row = await runner.run(name, inject)
