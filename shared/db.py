@@ -32,8 +32,10 @@ def quote_ident(name: str) -> str:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    # connecting gives up after 3 s (asyncpg's default is 60): an unreachable database is
+    # answered 503 at once, not after a minute
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     command_timeout=30)
+                                     command_timeout=30, timeout=3)
 
 
 KERNEL_DDL = """
@@ -66,6 +68,13 @@ CREATE TABLE IF NOT EXISTS {s}.projection_parked (
     held_since      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (projection, tag, subject)
+);
+CREATE TABLE IF NOT EXISTS {s}.access_outbox (
+    id         text PRIMARY KEY,
+    subject    text NOT NULL,
+    headers    jsonb NOT NULL,
+    body       bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS {s}.projection_held_events (
     projection text NOT NULL,

@@ -85,7 +85,7 @@ class Kernel:
         self.catalog = EventCatalog(ACCESS, *registries)
         self.store = EventStore(nc, self.topology, self.catalog, metrics=self.metrics)
         self.tokens = TokenService(settings.secret(), settings.jwt_issuer)
-        self.access = AccessRecorder(nc, self.topology, service)
+        self.access = AccessRecorder(nc, self.topology, service, pool=pool, schema=self.schema)
         self.runners: list[ProjectionRunner] = []
         self.profile_problem: str | None = None
         self._tasks: list[asyncio.Task] = []
@@ -129,7 +129,7 @@ class Kernel:
             await runner.ensure_created()
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"consumer:{target.name}"))
-        for job in parts.background:
+        for job in (*parts.background, self.access.drain):
             self._tasks.append(asyncio.create_task(_forever(job), name=getattr(job, "__name__", "job")))
         self._tasks.append(asyncio.create_task(self._watch_profile(), name="profile-watch"))
 
@@ -147,10 +147,12 @@ class Kernel:
         checks: dict[str, str] = {}
         checks["nats"] = "ok" if self.nc.is_connected else "disconnected"
         parked: list[dict[str, Any]] = []
+        waiting = 0
         try:
             async with asyncio.timeout(2):
                 async with self.pool.acquire() as conn:
                     parked = await parked_cases(conn, self.schema)
+                waiting = await self.access.waiting()
             checks["postgres"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["postgres"] = f"unreachable: {type(exc).__name__}"
@@ -159,6 +161,7 @@ class Kernel:
         return ok, {"checks": checks,
                     "consumers": [r.status.as_dict() for r in self.runners],
                     "held_cases": parked,
+                    "access_records_waiting": waiting,  # for NATS, in the access outbox
                     "degraded": any(p["status"] == "parked" for p in parked)}
 
     async def close(self) -> None:

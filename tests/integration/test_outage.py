@@ -1,6 +1,9 @@
 """A service while its NATS server is down: every request that needs NATS answers 503 with
 Retry-After at once (no hang, no 500, no 401), /readyz names the dependency, and once the
 server is back on the same data a retry with the same Idempotency-Key stores exactly once.
+Reads that need only PostgreSQL go on, their access records kept in PostgreSQL until NATS
+takes them. With PostgreSQL down, what needs it answers 503, never 401; what needs only
+NATS (a registration) goes on.
 
 The test owns its own nats-server (the session's is shared by every other test)."""
 
@@ -66,3 +69,58 @@ async def test_with_nats_down_requests_answer_503_and_a_retry_stores_once(settin
         assert len(stored.events) == 1
         assert (await reg.http.get(f"/v1/clients/{client_id}", headers=officer)).status_code \
             == 200
+
+
+async def test_with_nats_down_a_search_answers_and_its_access_record_waits(settings, own_nats):
+    own = settings.model_copy(update={"nats_url": own_nats.url,
+                                      "nats_monitor_url": own_nats.monitor_url})
+    async with running(registration, own) as reg:
+        officer = reg.token("jaksel", "supervisor", sub="kasubsi")
+        first = await reg.http.post("/v1/clients", json=body(nik(3)), headers=officer)
+        assert first.status_code == 201, first.text
+        client_id = first.json()["client_id"]
+        await eventually(lambda: reg.http.get("/v1/clients", headers=officer),
+                         until=lambda r: r.json()["items"])
+        store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog)
+        before = len((await store.load("access", CaseRef("jaksel", client_id))).events)
+
+        own_nats.kill()
+        await eventually(lambda: not reg.kernel.nc.is_connected)
+        found = await reg.http.get("/v1/clients", headers=officer, timeout=NO_HANG)
+        assert found.status_code == 200, found.text
+        assert [i["client_id"] for i in found.json()["items"]] == [client_id]
+        assert (await reg.http.get("/readyz")).json()["access_records_waiting"] == 1
+
+        own_nats.start()
+        await eventually(lambda: reg.kernel.access.waiting(), equals=0, timeout=20)
+        reads = (await store.load("access", CaseRef("jaksel", client_id))).events
+        assert len(reads) == before + 1
+        assert (reads[-1].data.actor, reads[-1].data.what) == ("kasubsi", "GET /v1/clients (search)")
+
+
+async def test_with_postgres_down_requests_answer_503_never_401(settings, tmp_path):
+    from shared.local.servers import PostgresServer
+
+    pg = PostgresServer(tmp_path / "pg").start()
+    try:
+        own = settings.model_copy(update={"database_url": pg.dsn})
+        async with running(registration, own) as reg:
+            officer = reg.token("jaksel", "supervisor", sub="kasubsi")
+            assert (await reg.http.get("/v1/clients", headers=officer)).status_code == 200
+            pg.stop()
+            r = await reg.http.get("/v1/clients", headers=officer, timeout=NO_HANG)
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"].isdigit()
+            assert r.json()["dependency"] == "postgres"
+            # a registration needs only NATS (the register book is a case in the stream)
+            r = await reg.http.post("/v1/clients", json=body(nik(4)), headers=officer,
+                                    timeout=NO_HANG)
+            assert r.status_code == 201, r.text
+            ready = await reg.http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["postgres"] != "ok"
+            pg.start()
+            back = await eventually(lambda: reg.http.get("/v1/clients", headers=officer),
+                                    until=lambda r: r.status_code == 200, timeout=30)
+            assert back.status_code == 200
+    finally:
+        pg.stop()
