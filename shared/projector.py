@@ -721,8 +721,13 @@ class ProjectionRunner:
             waiter.set()
 
     async def _sync_consumer(self, tag: str, stream: str) -> tuple[str, int]:
-        """Point the durable consumer at the checkpoint, recreating it if it ran ahead;
-        returns its name and the last consumer sequence it delivered."""
+        """Create the durable consumer afresh at the checkpoint; returns its name and the
+        last consumer sequence it delivered (0: it starts counting from 1).
+
+        Every session starts with a new consumer, even one that looks in step: after a
+        fault the old one may hold deliveries made into a dead session's pull requests, and
+        a late ack from that session (one ack settles everything before it) can make those
+        look applied. A consumer made at the checkpoint owes nothing and is owed nothing."""
         durable = self._durable(tag, stream)
         async with self.pool.acquire() as conn:
             position = await conn.fetchval(
@@ -731,31 +736,25 @@ class ProjectionRunner:
         context = self.streams[stream]
         try:
             info = await self.js.consumer_info(stream, durable)
-            in_step = (info.num_ack_pending == 0 and info.delivered.stream_seq == position
-                       and info.config.ack_policy == ACK_POLICY)
-            if not in_step:
-                log.info("consumer differs from checkpoint or settings; recreating it",
-                         consumer=durable, delivered=info.delivered.stream_seq,
-                         checkpoint=position, pending_acks=info.num_ack_pending,
-                         ack_policy=str(info.config.ack_policy))
-                await self.js.delete_consumer(stream, durable)
-                info = None
+            if info.num_ack_pending or info.delivered.stream_seq != position:
+                log.info("consumer differs from checkpoint; recreating it", consumer=durable,
+                         delivered=info.delivered.stream_seq, checkpoint=position,
+                         pending_acks=info.num_ack_pending)
+            await self.js.delete_consumer(stream, durable)
         except NotFoundError:
-            info = None
-        if info is None:
-            config = ConsumerConfig(
-                durable_name=durable,
-                filter_subject=self.topology.context_filter(context),
-                ack_policy=ACK_POLICY,
-                ack_wait=self.ack_wait,
-                max_deliver=10,
-                max_ack_pending=self.batch_size * 4,
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if position else DeliverPolicy.ALL,
-                opt_start_seq=position + 1 if position else None,
-            )
-            await self.js.add_consumer(stream, config)
-            return durable, 0
-        return durable, info.delivered.consumer_seq
+            pass
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=self.topology.context_filter(context),
+            ack_policy=ACK_POLICY,
+            ack_wait=self.ack_wait,
+            max_deliver=10,
+            max_ack_pending=self.batch_size * 4,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if position else DeliverPolicy.ALL,
+            opt_start_seq=position + 1 if position else None,
+        )
+        await self.js.add_consumer(stream, config)
+        return durable, 0
 
     async def _fetch(self, stream: str, puller: _Puller, queue: asyncio.Queue, tag: str) -> None:
         try:
