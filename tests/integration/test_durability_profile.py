@@ -119,3 +119,38 @@ async def test_an_unreachable_monitoring_port_says_which_setting_to_fix():
     with pytest.raises(ProfileError) as err:
         await check_server_profile(f"http://127.0.0.1:{free_port()}", timeout=1)
     assert "BAPAS_NATS_MONITOR_URL" in str(err.value)
+
+
+async def test_the_shipped_cluster_holds_the_profile_on_every_node_and_refuses_one_replica(
+        tmp_path):
+    """Three nodes from deploy/cluster/node.conf (each with its own environment, as on three
+    machines): each fsyncs every write; streams get three replicas; a stream with one is
+    refused; the profile still checks with a node down."""
+    import nats
+
+    from shared.local.servers import CLUSTER_NODE_CONFIG, NatsCluster
+    from shared.streams import Topology
+
+    assert CLUSTER_NODE_CONFIG == REPO / "deploy/cluster/node.conf"
+    with NatsCluster(tmp_path / "cluster") as cluster:
+        for node in cluster.nodes:
+            assert (await check_server_profile(node.monitor_url, timeout=2))["sync_always"]
+            assert (node.data_dir / "nats-server.conf").read_text() == \
+                CLUSTER_NODE_CONFIG.read_text()  # the shipped file, unchanged
+        nc = await nats.connect(servers=cluster.url.split(","))
+        try:
+            js = nc.jetstream()
+            topology = Topology("clu")
+            assert await ensure_streams(js, topology, replicas=3) == [
+                topology.stream(c) for c in ("registration", "guidance", "supervision", "access")]
+            info = await js.stream_info(topology.stream("guidance"))
+            assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2
+            single = Topology("one")
+            await ensure_streams(js, single, replicas=1)
+            with pytest.raises(ProfileError) as err:
+                await ensure_streams(js, single, replicas=3)
+            assert "num_replicas is 1, must be at least 3" in str(err.value)
+        finally:
+            await nc.close()
+        cluster.nodes[0].kill()
+        assert (await check_server_profile(cluster.monitor_url, timeout=1))["sync_always"]
