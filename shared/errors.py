@@ -36,6 +36,18 @@ class NotFound(DomainError):
     status = 404
 
 
+class OfficeElsewhere(DomainError):
+    """The office keeps its cases on a nats-server of its own (an office leaf) and this
+    deployment does not write them (HTTP 421): send the command to that office's services."""
+
+    status = 421
+
+    def __init__(self, office: str) -> None:
+        super().__init__(f"office {office!r} keeps its cases on its own office server; this "
+                         "deployment does not write them: use that office's services",
+                         field="office", rule="office_served_elsewhere")
+
+
 class KernelError(Exception):
     """Base of the event kernel's own errors."""
 

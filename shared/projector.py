@@ -108,10 +108,19 @@ class Reactor:
     contexts: ClassVar[tuple[str, ...]]
     tables: ClassVar[dict[str, str]] = {}  # a reactor owns no tables, only its checkpoint
     via_faststream: ClassVar[bool] = True  # a FastStream subscriber, given a broker
+    # On an office's leaf: read the hub's streams (every office's events, over the leaf
+    # connection) rather than the leaf's own, for reactions to other offices' events.
+    reads_hub: ClassVar[bool] = False
 
     def handlers(self) -> Mapping[type[Event], Handler]:
         """Event type -> `async def handler(event)`."""
         raise NotImplementedError
+
+    def writes_to(self, event: RecordedEvent) -> str | None:
+        """The office whose case the reaction writes (None: it writes no case). Events whose
+        reaction would write an office this deployment does not write (one with a leaf of
+        its own) are that office's own services' to react to, and are passed over here."""
+        return event.office
 
 
 class Writer:
@@ -172,9 +181,9 @@ class _Puller:
     what came with it is taken without waiting.
     """
 
-    def __init__(self, nc: NATS, stream: str, durable: str) -> None:
+    def __init__(self, nc: NATS, stream: str, durable: str, api_prefix: str = "$JS.API") -> None:
         self._nc = nc
-        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._api = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
         self._sub = None
         self._batch: list[Msg] = []
@@ -292,12 +301,18 @@ class ProjectionRunner:
                  metrics: KernelMetrics | None = None, batch_size: int = 256,
                  fetch_wait: float = 0.5, retry_delays: Sequence[float] = (1.0, 5.0, 30.0),
                  ack_wait: float = 30.0, standby_poll: float = 2.0,
-                 broker: NatsBroker | None = None) -> None:
+                 broker: NatsBroker | None = None, hub_domain: str = "hub") -> None:
         self.target = target
         self.kind = "projection" if isinstance(target, Projection) else "reactor"
         self.name = target.name
         self.nc = nc
-        self.js = nc.jetstream()
+        # a leaf's reactor to other offices' events consumes at the hub, over the leaf link
+        self.domain = (hub_domain if topology.office and getattr(target, "reads_hub", False)
+                       else None)
+        self.api_prefix = f"$JS.{self.domain}.API" if self.domain else "$JS.API"
+        self.js = nc.jetstream(domain=self.domain)
+        if self.domain:
+            broker = None  # FastStream's subscribers know no JetStream domain
         self.pool = pool
         self.topology = topology
         self.schema = schema
@@ -508,7 +523,10 @@ class ProjectionRunner:
     # ------------------------------------------------------------------------- the loop
 
     def _durable(self, tag: str, stream: str) -> str:
-        return self.topology.durable(self.schema, self.name, tag, self.streams[stream])
+        parts = (self.schema, self.name, tag, self.streams[stream])
+        if self.domain:  # at the hub, beside the hub's and other offices' consumers
+            parts = (*parts, self.topology.office)
+        return self.topology.durable(*parts)
 
     async def _loop(self, tag: str, replaying: bool) -> None:
         """Consume every source stream for one build (`tag`) of the projection."""
@@ -563,7 +581,7 @@ class ProjectionRunner:
             for stream in self.streams:
                 durable, delivered = await self._sync_consumer(tag, stream)
                 next_delivery[stream] = delivered + 1
-                puller = _Puller(self.nc, stream, durable)
+                puller = _Puller(self.nc, stream, durable, self.api_prefix)
                 await puller.start()
                 fetchers.append(asyncio.create_task(self._fetch(stream, puller, queue, tag)))
             while True:
@@ -779,10 +797,15 @@ class ProjectionRunner:
         if name not in self.handlers:
             return None
         try:
-            return decode_message(self.catalog, self.topology, item.stream, item.subject,
-                                  item.seq, item.headers, item.body)
+            event = decode_message(self.catalog, self.topology, item.stream, item.subject,
+                                   item.seq, item.headers, item.body)
         except EventDecodeError as exc:
             return exc
+        if self.kind == "reactor":
+            office = self.target.writes_to(event)
+            if office is not None and not self.topology.writes(office):
+                return None
+        return event
 
     async def _apply(self, state: _LoopState, stream: str, msgs: list[Msg]) -> None:
         items = [_Item(stream, stream_seq(m), m.subject, m.headers or {}, m.data)

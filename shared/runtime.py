@@ -76,7 +76,7 @@ class Kernel:
                  ) -> None:
         self.service = service
         self.settings = settings
-        self.topology = Topology(settings.namespace)
+        self.topology = settings.topology
         self.schema = self.topology.schema(service)
         self.nc = nc
         self.broker = broker  # FastStream's, for the reactors' subscribers; started by start()
@@ -84,6 +84,11 @@ class Kernel:
         self.metrics = KernelMetrics()
         self.catalog = EventCatalog(ACCESS, *registries)
         self.store = EventStore(nc, self.topology, self.catalog, metrics=self.metrics)
+        # where every office's cases can be read: on an office's leaf, the hub's copy
+        self.national_store = (
+            EventStore(nc, self.topology, self.catalog, metrics=self.metrics,
+                       api_prefix=f"$JS.{settings.hub_domain}.API")
+            if self.topology.office else self.store)
         self.tokens = TokenService(settings.secret(), settings.jwt_issuer)
         self.access = AccessRecorder(nc, self.topology, service, pool=pool, schema=self.schema)
         self.runners: list[ProjectionRunner] = []
@@ -93,7 +98,7 @@ class Kernel:
     @classmethod
     async def connect(cls, service: str, settings: Settings,
                       registries: tuple[EventRegistry, ...]) -> Kernel:
-        topology = Topology(settings.namespace)
+        topology = settings.topology
         await check_server_profile(settings.monitor_url)
         nc = await connect_nats(settings.nats_url, f"bapas-{service}")
         broker = subscriber_broker(settings.nats_url, f"bapas-{service}-subscribers")
@@ -116,7 +121,8 @@ class Kernel:
                                 schema=self.schema, catalog=self.catalog, metrics=self.metrics,
                                 batch_size=self.settings.projection_batch,
                                 retry_delays=self.settings.projection_retry_delays,
-                                broker=self.broker if target.via_faststream else None)
+                                broker=self.broker if target.via_faststream else None,
+                                hub_domain=self.settings.hub_domain)
 
     async def start(self, parts: ServiceParts) -> None:
         """Start consumers and background jobs; read models exist when this returns."""
@@ -129,7 +135,11 @@ class Kernel:
             await runner.ensure_created()
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"consumer:{target.name}"))
-        for job in (*parts.background, self.access.drain):
+        jobs = [*parts.background, self.access.drain]
+        if self.topology.leaves:  # at a hub: keep the office leaves' sources moving
+            from .offices import LinkKeeper
+            jobs.append(LinkKeeper(self.nc, self.topology).run)
+        for job in jobs:
             self._tasks.append(asyncio.create_task(_forever(job), name=getattr(job, "__name__", "job")))
         self._tasks.append(asyncio.create_task(self._watch_profile(), name="profile-watch"))
 

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .streams import default_monitor_url
+from .streams import Topology, default_monitor_url
 
 __all__ = ["Settings", "SERVICE_PORTS", "DEV_DATABASE_URL"]
 
@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     namespace: str = Field("", description="prefix of streams, subjects and schemas "
                            "(side-by-side installs and tests)")
     stream_replicas: int = Field(1, ge=1, le=5)
+    office: str = Field("", description="on an office's own nats-server (a leaf): the office "
+                        "whose cases this deployment holds, and the only one it writes")
+    leaf_offices: str = Field("", description="at the hub: offices (comma-separated) that "
+                              "keep their cases on a leaf of their own; the hub's streams "
+                              "source theirs and the hub writes none of their cases")
+    hub_domain: str = Field("hub", description="the hub's JetStream domain, as seen from a leaf")
     jwt_secret: SecretStr | None = None
     jwt_issuer: str = "bapas"
     host: str = "127.0.0.1"
@@ -49,6 +55,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_insecure_defaults(self) -> Settings:
+        self.topology  # noqa: B018 - office codes are valid subject tokens
         if self.env == "development":
             return self
         missing = []
@@ -62,6 +69,11 @@ class Settings(BaseSettings):
             raise ValueError("outside development mode these must be set: " + ", ".join(missing)
                              + " (or set BAPAS_ENV=development on a workstation)")
         return self
+
+    @property
+    def topology(self) -> Topology:
+        leaves = tuple(o.strip() for o in self.leaf_offices.split(",") if o.strip())
+        return Topology(self.namespace, office=self.office, leaves=leaves)
 
     @property
     def development(self) -> bool:

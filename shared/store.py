@@ -29,8 +29,8 @@ from .envelope import (
     parse_time,
     verify_chain,
 )
-from .errors import (AppendError, ConcurrencyError, EventDecodeError, KernelError, Unavailable,
-                     require_connected)
+from .errors import (AppendError, ConcurrencyError, EventDecodeError, KernelError,
+                     OfficeElsewhere, Unavailable, require_connected)
 from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, UnknownEventType
 from .ids import new_id
 from .metrics import KernelMetrics
@@ -157,8 +157,12 @@ class EventStore:
     """Append to and read cases on JetStream. One per process; safe for concurrent use."""
 
     def __init__(self, nc: NATS, topology: Topology, catalog: EventCatalog, *,
-                 metrics: KernelMetrics | None = None, timeout: float = 5.0) -> None:
+                 metrics: KernelMetrics | None = None, timeout: float = 5.0,
+                 api_prefix: str = "$JS.API") -> None:
+        """`api_prefix` reaches another JetStream domain (`$JS.<domain>.API`): an office's
+        leaf reads the hub's copy of every office's cases that way."""
         self._nc = nc
+        self._api = api_prefix
         self.topology = topology
         self.catalog = catalog
         self._metrics = metrics or KernelMetrics()
@@ -239,7 +243,7 @@ class EventStore:
         that is gone (deleted, purged) is skipped: the hash chain tells what is missing."""
         require_connected(self._nc)
         await self._ensure_inbox()
-        api = f"$JS.API.DIRECT.GET.{stream}"
+        api = f"{self._api}.DIRECT.GET.{stream}"
         slots = _Slots(len(seqs))
         tokens = []
         try:
@@ -274,7 +278,7 @@ class EventStore:
         collector = _Collector(single=single)
         self._pending[token] = collector.take
         try:
-            await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(),
+            await self._nc.publish(f"{self._api}.DIRECT.GET.{stream}", json.dumps(request).encode(),
                                    reply=f"{self._inbox_prefix}.{token}")
             async with asyncio.timeout(self._timeout):
                 await collector.done
@@ -372,6 +376,8 @@ class EventStore:
 
     def _prepare(self, context: str, ref: CaseRef, events: Sequence[NewEvent],
                  expected: CaseVersion) -> list[tuple[Envelope, bytes]]:
+        if not self.topology.writes(ref.office):
+            raise OfficeElsewhere(ref.office)  # a case is written only in its home stream
         out = []
         prevhash, sequence = expected.hash, expected.sequence
         for ev in events:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (DiscardPolicy, ExternalStream, RetentionPolicy, StorageType,
+                         StreamConfig, StreamSource)
 from nats.js.errors import NotFoundError
 
 from .errors import ProfileError
@@ -50,11 +51,42 @@ class CaseRef:
 
 @dataclass(frozen=True, slots=True)
 class Topology:
+    """Names of streams, subjects and schemas, and which offices' cases are written here.
+
+    Offices may keep their cases on a JetStream of their own (an office leaf, DESIGN §8):
+    - on an office's leaf, `office` names it: the streams hold that office's subjects only
+      and nothing else is written there;
+    - on the hub, `leaves` names the offices that have a leaf: the hub's streams source
+      theirs (JetStream domain = office code) and nothing of theirs is written at the hub.
+      Every other office writes directly at the hub, as with no leaves at all.
+    A case is written only in its home office's stream.
+    """
+
     namespace: str = ""
+    office: str = ""
+    leaves: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.namespace and not _NAMESPACE.fullmatch(self.namespace):
             raise ValueError("namespace must be lower-case letters, digits and _ (max 31)")
+        for office in (self.office, *self.leaves):
+            if office and not valid_token(office):
+                raise ValueError(f"office {office!r} is not a valid office code")
+        if self.office and self.leaves:
+            raise ValueError("an office's leaf sources no other leaves (set office or leaves)")
+
+    def writes(self, office: str) -> bool:
+        """True if cases of `office` are written to the streams this topology names."""
+        if self.office:
+            return office == self.office
+        return office not in self.leaves
+
+    def written_offices_sql(self, param: int) -> tuple[str, object]:
+        """An SQL condition on a column `office` (and its parameter `$param`) that holds for
+        the offices written here, for jobs that pick cases from a projection to act on."""
+        if self.office:
+            return f"office = ${param}", self.office
+        return f"NOT (office = ANY(${param}::text[]))", list(self.leaves)
 
     @property
     def root(self) -> str:
@@ -95,11 +127,20 @@ class Topology:
         return office, context, client_id
 
 
+def leaf_source(topology: Topology, context: str, office: str) -> StreamSource:
+    """The hub's source of one office leaf's stream: the same stream name, in the JetStream
+    domain named after the office, reached over the leaf connection."""
+    return StreamSource(name=topology.stream(context),
+                        external=ExternalStream(api=f"$JS.{office}.API"))
+
+
 def stream_profile(topology: Topology, context: str, replicas: int = 1) -> StreamConfig:
-    """The settings every event stream holds (DESIGN §2)."""
+    """The settings every event stream holds (DESIGN §2); on an office's leaf it holds that
+    office's subjects, at a hub it also sources every office leaf's stream (DESIGN §8)."""
     return StreamConfig(
         name=topology.stream(context),
-        subjects=[topology.context_filter(context)],
+        subjects=[topology.context_filter(context, topology.office or "*")],
+        sources=[leaf_source(topology, context, o) for o in topology.leaves] or None,
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
@@ -147,6 +188,15 @@ def _differences(actual: StreamConfig, wanted: StreamConfig) -> list[str]:
     return out
 
 
+def _source_key(source: StreamSource) -> tuple[str, str]:
+    return source.name, (source.external.api if source.external else "")
+
+
+def _missing_sources(actual: StreamConfig, wanted: StreamConfig) -> list[StreamSource]:
+    have = {_source_key(s) for s in actual.sources or []}
+    return [s for s in wanted.sources or [] if _source_key(s) not in have]
+
+
 async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int = 1,
                          contexts: tuple[str, ...] = CONTEXT_STREAMS) -> list[str]:
     """Create missing streams with the profile; refuse streams that differ from it.
@@ -166,6 +216,10 @@ async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int
             continue
         for diff in _differences(info.config, wanted):
             problems.append(f"stream {wanted.name}: {diff}")
+        if not problems and _missing_sources(info.config, wanted):
+            # a new office leaf: adding a source writes nothing over what the stream holds
+            await js.update_stream(replace(info.config, sources=[
+                *(info.config.sources or []), *_missing_sources(info.config, wanted)]))
     if problems:
         raise ProfileError(
             "event streams differ from the durability profile:\n  " + "\n  ".join(problems)

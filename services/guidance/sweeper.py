@@ -25,10 +25,11 @@ log = structlog.get_logger("bapas.guidance.sweeper")
 async def sweep_overdue_litmas(pool: asyncpg.Pool, schema: str, runner: CommandRunner,
                                now: datetime) -> int:
     """One sweep: returns how many cases it marked."""
+    here, offices = runner.store.topology.written_offices_sql(2)
     rows = await pool.fetch(
         f'SELECT client_id, office, litmas_due_at FROM "{schema}".cases WHERE status = '
         "'OPEN' AND NOT litmas_submitted AND NOT litmas_overdue AND litmas_due_at <= $1 "
-        "ORDER BY litmas_due_at LIMIT 500", now)
+        f"AND {here} ORDER BY litmas_due_at LIMIT 500", now, offices)
     marked = 0
     for row in rows:
         due = row["litmas_due_at"].isoformat()

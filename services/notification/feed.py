@@ -70,6 +70,9 @@ class AgencyFeed(Reactor):
         self.topology = topology
         self.catalog = catalog
 
+    def writes_to(self, event: RecordedEvent) -> None:
+        return None  # it writes the feed, no office's case: every office's events, at the hub
+
     def handlers(self):
         types = {cls.event_type: cls for reg in self.catalog.registries for cls in reg.types()}
         return {types[name]: self.publish for name in PUBLIC_EVENT_TYPES}

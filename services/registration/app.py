@@ -20,8 +20,10 @@ from .registrar import Registrar
 
 def build(kernel: Kernel) -> ServiceParts:
     registrar = Registrar(kernel.store, kernel.metrics)
+    origin = (registrar if kernel.national_store is kernel.store
+              else Registrar(kernel.national_store, kernel.metrics))
     return ServiceParts(routers=[build_router(kernel, registrar)],
-                        consumers=[ClientDirectory(), TransferIntake(registrar),
+                        consumers=[ClientDirectory(), TransferIntake(registrar, origin),
                                    FollowGuidanceClosure(registrar)])
 
 

@@ -20,15 +20,20 @@ class TransferIntake(Reactor):
 
     name = "transfer_intake"
     contexts = ("registration",)
+    reads_hub = True  # on an office's leaf, transfers from other offices arrive via the hub
 
-    def __init__(self, registrar: Registrar) -> None:
+    def __init__(self, registrar: Registrar, origin: Registrar | None = None) -> None:
         self.registrar = registrar
+        self.origin = origin or registrar  # where the sending office's case is read
 
     def handlers(self):
         return {ClientTransferred: self.transferred}
 
+    def writes_to(self, event: RecordedEvent) -> str:
+        return event.data.to_office  # the receiving office's services take it in
+
     async def transferred(self, e: RecordedEvent[ClientTransferred]) -> None:
-        state, _ = await self.registrar.load(CaseRef(e.office, e.client_id))
+        state, _ = await self.origin.load(CaseRef(e.office, e.client_id))
         old = state.registered
         assert old is not None, "a transfer always follows a registration"
         corrected = {field: state.value(field) for field in state.corrections}

@@ -26,11 +26,12 @@ log = structlog.get_logger("bapas.supervision.sweeper")
 async def sweep_missed_reports(pool: asyncpg.Pool, schema: str, runner: CommandRunner,
                                today: date) -> int:
     """One sweep as of `today` (an office date); returns how many misses it recorded."""
+    here, offices = runner.store.topology.written_offices_sql(2)
     rows = await pool.fetch(
         f"SELECT client_id, office FROM \"{schema}\".board WHERE status = 'ACTIVE' "
         "AND next_due_on IS NOT NULL AND next_due_on + grace_days < $1 "
-        "AND next_due_on <= period_end "
-        "ORDER BY next_due_on LIMIT 1000", today)
+        f"AND next_due_on <= period_end AND {here} "
+        "ORDER BY next_due_on LIMIT 1000", today, offices)
     recorded = 0
     for row in rows:
         decision = await runner.run(

@@ -9,6 +9,7 @@ services must not stop the servers under them first), and dies with its parent
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -22,11 +23,15 @@ import warnings
 from pathlib import Path
 
 __all__ = ["NatsServer", "NatsCluster", "PostgresServer", "free_port", "port_is_free",
-           "nats_server_binary", "NATS_CONFIG", "CLUSTER_NODE_CONFIG"]
+           "nats_server_binary", "NATS_CONFIG", "CLUSTER_NODE_CONFIG", "NatsHub", "NatsLeaf",
+           "leaf_link_up"]
 
 # The configuration of a cluster node as an operator deploys it, parameterised by its
 # environment; `NatsCluster` runs its nodes from copies of this very file.
 CLUSTER_NODE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "cluster" / "node.conf"
+# The hub and an office's leaf (DESIGN §8), likewise.
+HUB_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "office" / "hub.conf"
+LEAF_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "office" / "leaf.conf"
 
 # The profile the shipped config (deploy/nats-server.conf) also holds: JetStream on, and an
 # fsync for every write. Without it an acknowledged event can be lost (Jepsen, NATS 2.12.1).
@@ -218,6 +223,71 @@ class _ClusterNode(NatsServer):
             return False
 
 
+class NatsHub(NatsServer):
+    """The hub of the offices' topology, from deploy/office/hub.conf: JetStream domain `hub`
+    and a port for office leaves (`leaf_url` is what a leaf connects to)."""
+
+    def __init__(self, data_dir: Path | str, *, port: int | None = None,
+                 monitor_port: int | None = None, leaf_port: int | None = None,
+                 leaf_password: str | None = None) -> None:
+        import secrets
+
+        super().__init__(data_dir, port=port, monitor_port=monitor_port, name="hub")
+        self.leaf_port = leaf_port or free_port()
+        self.leaf_password = leaf_password or secrets.token_urlsafe(24)
+
+    @property
+    def leaf_url(self) -> str:
+        return f"nats-leaf://leaf:{self.leaf_password}@127.0.0.1:{self.leaf_port}"
+
+    def _config(self) -> str:
+        return HUB_CONFIG.read_text()
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, "BAPAS_NATS_NODE": self.name,
+                "BAPAS_NATS_LISTEN": f"127.0.0.1:{self.port}",
+                "BAPAS_NATS_MONITOR": f"127.0.0.1:{self.monitor_port}",
+                "BAPAS_NATS_STORE_DIR": str(self.data_dir / "jetstream"),
+                "BAPAS_NATS_LEAF_LISTEN": f"127.0.0.1:{self.leaf_port}",
+                "BAPAS_NATS_LEAF_USER": "leaf", "BAPAS_NATS_LEAF_PASSWORD": self.leaf_password}
+
+
+class NatsLeaf(NatsServer):
+    """An office's own nats-server, from deploy/office/leaf.conf: a leaf of the hub at
+    `hub_url` with the JetStream domain `office`."""
+
+    def __init__(self, data_dir: Path | str, *, office: str, hub_url: str,
+                 port: int | None = None, monitor_port: int | None = None,
+                 event_subjects: str = "bapas.>") -> None:
+        super().__init__(data_dir, port=port, monitor_port=monitor_port, name=f"bapas-{office}")
+        self.office = office
+        self.hub_url = hub_url
+        self.event_subjects = event_subjects
+
+    def _config(self) -> str:
+        return LEAF_CONFIG.read_text()
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, "BAPAS_OFFICE": self.office, "BAPAS_NATS_NODE": self.name,
+                "BAPAS_NATS_LISTEN": f"127.0.0.1:{self.port}",
+                "BAPAS_NATS_MONITOR": f"127.0.0.1:{self.monitor_port}",
+                "BAPAS_NATS_STORE_DIR": str(self.data_dir / "jetstream"),
+                "BAPAS_HUB_LEAF_URL": self.hub_url,
+                "BAPAS_EVENT_SUBJECTS": self.event_subjects}
+
+    def link_up(self) -> bool:
+        """The leaf connection to the hub stands (monitoring /leafz)."""
+        return leaf_link_up(self.monitor_url)
+
+
+def leaf_link_up(monitor_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{monitor_url}/leafz", timeout=2) as r:
+            return bool(json.loads(r.read()).get("leafnodes"))
+    except (OSError, ValueError):
+        return False
+
+
 class NatsCluster:
     """Three nats-servers routed on loopback, each with JetStream file storage and
     fsync always, from deploy/cluster/node.conf: what an operator runs on three machines."""
@@ -335,15 +405,22 @@ class PostgresServer:
                            stderr=subprocess.PIPE, cwd="/")
         self.spawn()
         _wait(self.healthy, timeout, "postgres", self.proc, self.log)
+        self.create_database(self.database)
+        return self
+
+    def create_database(self, name: str) -> str:
+        """Create the database `name` unless it exists (`name`: [a-z0-9_]); its DSN."""
+        if not name.replace("_", "").isalnum() or not name.islower():
+            raise ValueError(f"database name {name!r}: lower-case letters, digits and _")
         exists = subprocess.run(
             [self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+             "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
             check=True, capture_output=True, text=True).stdout.strip()
         if not exists:
             subprocess.run([self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                            "postgres", "-d", "postgres", "-qc", f"CREATE DATABASE {self.database}"],
+                            "postgres", "-d", "postgres", "-qc", f"CREATE DATABASE {name}"],
                            check=True, capture_output=True)
-        return self
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def spawn(self) -> None:
         """Start the postmaster on the initialised data folder, without waiting for it (after

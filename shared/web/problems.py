@@ -68,7 +68,7 @@ def problem_response(status: int, title: str, detail: str | None = None, *,
 
 _TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Request too large",
-           415: "Unsupported media type", 422: "Unprocessable request",
+           415: "Unsupported media type", 421: "Misdirected request", 422: "Unprocessable request",
            429: "Too many requests", 503: "Service unavailable"}
 
 
