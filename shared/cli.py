@@ -47,15 +47,39 @@ def main() -> None:
 @click.option("--cluster", type=click.Choice(["1", "3"]), default="1", show_default=True,
               help="nats-servers to run: 3 routes them on loopback as a cluster (from "
                    "deploy/cluster/node.conf) with streams of three replicas")
-def up(data: Path, cluster: str) -> None:
+@click.option("--offices", default=None, metavar="A,B",
+              help="run the offices' topology on this machine: a hub (JetStream domain hub, "
+                   "with audit, notification and the services of offices without a leaf) and, "
+                   "per named office, a leaf nats-server (domain = office code) with that "
+                   "office's registration, guidance and supervision")
+@click.option("--office", default=None, help="run one office's leaf and services against a "
+                                             "real hub (with --hub)")
+@click.option("--hub", "hub_url", default=None, metavar="URL",
+              help="the hub's leaf URL for --office: nats-leaf://USER:PASSWORD@host:7422")
+def up(data: Path, cluster: str, offices: str | None, office: str | None,
+       hub_url: str | None) -> None:
     """Run the whole system locally until Ctrl-C.
 
     Embedded nats-server(s) and PostgreSQL live under the data folder unless BAPAS_NATS_URL /
     BAPAS_DATABASE_URL are set; each is started again on its data when it dies. Service
-    ports: BAPAS_<SERVICE>_PORT (defaults 8101-8105).
+    ports: BAPAS_<SERVICE>_PORT (defaults 8101-8105; an office's own services 8111-8113,
+    8121-8123, ...).
     """
     from .local.up import run_platform
-    sys.exit(run_platform(data, int(cluster)))
+    from .streams import valid_token
+
+    codes = tuple(o.strip() for o in (offices or "").split(",") if o.strip())
+    for code in (*codes, *([office] if office else [])):
+        if not valid_token(code):
+            raise click.BadParameter(f"{code!r} is not an office code (a-z, 0-9, - and _)")
+    if len(set(codes)) != len(codes):
+        raise click.BadParameter("an office is named twice", param_hint="--offices")
+    if (office is None) != (hub_url is None):
+        raise click.UsageError("--office and --hub go together: the office's leaf connects "
+                               "to that hub")
+    if sum(map(bool, (codes, office, cluster != "1"))) > 1:
+        raise click.UsageError("choose one of --cluster, --offices and --office")
+    sys.exit(run_platform(data, int(cluster), codes, office, hub_url))
 
 
 @main.command()
@@ -101,12 +125,13 @@ def status(data: Path, as_json: bool) -> None:
         docs[name] = doc
         all_ready &= doc.get("status") == "ready"
     restarts = run.get("restarts") or {}
+    width = max([13, *map(len, urls), *(len(e["name"]) for e in run.get("embedded") or [])])
     if as_json:
         click.echo(json.dumps(docs, indent=2))
     else:
         for name, url in urls.items():
             doc = docs[name]
-            click.echo(f"{name:<13} {url:<24} {doc.get('status', 'down')}"
+            click.echo(f"{name:<{width}} {url:<24} {doc.get('status', 'down')}"
                        + _restarted(restarts.get(name, 0)))
             for check, value in (doc.get("checks") or {}).items():
                 if value != "ok":
@@ -124,9 +149,51 @@ def status(data: Path, as_json: bool) -> None:
                 where, up = emb["url"], _nats_up(emb["monitor_url"])
             else:
                 where, up = _without_user(emb["url"]), _port_open(emb["url"])
-            click.echo(f"{name:<13} {where:<24} {'up' if up else 'down'}"
+            click.echo(f"{name:<{width}} {where:<24} {'up' if up else 'down'}"
                        + _restarted(restarts.get(name, 0)))
+        for line in _office_lines(run):
+            click.echo(line)
     sys.exit(0 if all_ready else 1)
+
+
+def _office_lines(run: dict) -> list[str]:
+    """Each office leaf: its link to the hub (as the leaf sees it) and how many of its
+    events the hub has yet to receive."""
+    offices, leaves = run.get("offices") or {}, run.get("leaf_offices") or []
+    if not offices:
+        return []
+    from .local.servers import leaf_link_up
+
+    counts: dict[str, object] = {}
+    if leaves:
+        import asyncio
+
+        from .offices import office_links
+        from .runtime import connect_nats
+        from .streams import Topology
+
+        async def hub_view() -> None:
+            nc = await connect_nats(run["nats_url"], "bapas-status", attempts=1)
+            try:
+                topology = Topology(run.get("namespace", ""), leaves=tuple(leaves))
+                for link in await office_links(nc, topology):
+                    counts[link.office] = link.waiting
+            finally:
+                await nc.close()
+
+        try:
+            asyncio.run(hub_view())
+        except Exception as exc:  # noqa: BLE001 - the hub down is what status must show
+            counts = dict.fromkeys(offices, f"unknown (hub: {type(exc).__name__})")
+    lines = []
+    for office, leaf in offices.items():
+        up = leaf_link_up(leaf["monitor_url"])
+        waiting = counts.get(office)
+        behind = ("" if not leaves else
+                  f", hub has yet to receive {waiting} events" if isinstance(waiting, int)
+                  else f", events the hub has yet to receive: {waiting or 'unknown'}")
+        lines.append(f"office {office} link to hub {'up' if up else 'DOWN'}{behind}")
+    return lines
 
 
 def _restarted(times: int) -> str:

@@ -29,11 +29,13 @@ import click
 import nats.js.errors
 
 from ..settings import SERVICE_PORTS, Settings
-from .servers import NatsCluster, NatsServer, PostgresServer, _die_with_parent, _tail, port_is_free
+from .servers import (NatsCluster, NatsHub, NatsLeaf, NatsServer, PostgresServer,
+                      _die_with_parent, _tail, free_port, port_is_free)
 
 __all__ = ["run_platform", "SERVICES", "load_secret", "read_run_file"]
 
 SERVICES = tuple(SERVICE_PORTS)
+OFFICE_SERVICES = ("registration", "guidance", "supervision")  # what runs on an office's leaf
 READY_TIMEOUT = 120.0
 STOP_SECONDS = 10.0  # SIGTERM to nothing left running
 SERVICES_STOP_SECONDS = 6.0  # of which the services' graceful stop may take this much
@@ -63,11 +65,36 @@ def read_run_file(data: Path) -> dict | None:
 
 
 @dataclass
+class _Deployment:
+    """Services that share one nats-server (or cluster) and one database: the whole system,
+    the hub of an offices' topology, or one office on its leaf (`office`)."""
+
+    where: str  # "" (the whole system), "hub", or the office code
+    nats_url: str
+    monitor_url: str
+    dsn: str
+    services: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)  # BAPAS_OFFICE / BAPAS_LEAF_OFFICES
+
+    def settings(self, base: Settings) -> Settings:
+        return base.model_copy(update={
+            "office": self.env.get("BAPAS_OFFICE", ""),
+            "leaf_offices": self.env.get("BAPAS_LEAF_OFFICES", "")})
+
+
+@dataclass
 class _Service:
     name: str
     port: int
     log: Path
+    where: str = ""  # its deployment: "", "hub" or an office code
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+
+    @property
+    def label(self) -> str:
+        """`registration`; with offices `hub registration`, `jaksel registration`."""
+        return f"{self.where} {self.name}" if self.where else self.name
     restarts: int = 0
     streak: int = 0  # deaths within a minute of their start, in a row
     next_start: float = 0.0
@@ -98,9 +125,12 @@ def _backoff(proc: _Service | _Embedded, lived: float) -> float:
 
 
 class Platform:
-    def __init__(self, data: Path, cluster: int = 1) -> None:
+    def __init__(self, data: Path, cluster: int = 1, offices: tuple[str, ...] = (),
+                 office: str | None = None, hub_url: str | None = None) -> None:
         self.data = data.resolve()
         self.cluster = cluster
+        self.offices = offices  # `--offices a,b`: a hub and a leaf per office, on this machine
+        self.office, self.hub_url = office, hub_url  # `--office X --hub URL`: one office
         self.stop_requested = threading.Event()
         self.nats: NatsServer | NatsCluster | None = None
         self.pg: PostgresServer | None = None
@@ -108,6 +138,7 @@ class Platform:
         self.embedded: list[_Embedded] = []
         self.env: dict[str, str] = {}
         self.run_info: dict = {}
+        self._leaves: list[NatsLeaf] = []
 
     # -------------------------------------------------------------------------- lifecycle
 
@@ -134,8 +165,9 @@ class Platform:
     def _start(self) -> None:
         os.environ.setdefault("BAPAS_ENV", "development")
         settings = Settings()
+        first = OFFICE_SERVICES if self.office else SERVICES
         busy = [f"{name} port {settings.port(name)} (set BAPAS_{name.upper()}_PORT)"
-                for name in SERVICES if not port_is_free(settings.port(name))]
+                for name in first if not port_is_free(settings.port(name))]
         if busy:
             raise RuntimeError("ports in use (is another `bapas up` running?): " + "; ".join(busy))
         self.data.mkdir(parents=True, exist_ok=True)
@@ -144,7 +176,33 @@ class Platform:
                   else load_secret(self.data, create=True))
         nats_url, monitor_url = settings.nats_url, settings.monitor_url
         replicas = settings.stream_replicas
-        if "BAPAS_NATS_URL" not in os.environ and self.cluster > 1:
+        leaves: dict[str, NatsLeaf] = {}
+        if self.offices or self.office:
+            if "BAPAS_NATS_URL" in os.environ:
+                raise RuntimeError("--offices and --office run nats-servers of their own; "
+                                   "unset BAPAS_NATS_URL")
+            if self.offices:
+                hub = NatsHub(self.data / "nats" / "hub", port=_prefer(4222),
+                              monitor_port=_prefer(8222), leaf_port=_prefer(7422))
+                click.echo(f"starting the hub nats-server (JetStream domain hub) in "
+                           f"{hub.data_dir}")
+                hub.start()
+                self.embedded.append(_Embedded("nats hub", hub))
+                self.nats = hub
+                nats_url, monitor_url = hub.url, hub.monitor_url
+            for code in self.offices or (self.office,):
+                leaf = NatsLeaf(self.data / "nats" / code, office=code,
+                                hub_url=self.hub_url or self.nats.leaf_url,
+                                port=None if self.offices else _prefer(4222),
+                                monitor_port=None if self.offices else _prefer(8222))
+                click.echo(f"starting the {code} leaf nats-server (JetStream domain {code}) "
+                           f"in {leaf.data_dir}")
+                leaf.start()
+                self.embedded.append(_Embedded(f"nats {code}", leaf))
+                leaves[code] = leaf
+            if self.nats is None:  # one office against a real hub
+                self.nats = next(iter(leaves.values()))
+        elif "BAPAS_NATS_URL" not in os.environ and self.cluster > 1:
             self.nats = NatsCluster(self.data / "nats", self.cluster,
                                     ports=[_prefer(4222), _prefer(4223), _prefer(4224)])
             click.echo(f"starting a {self.cluster}-node nats-server cluster (JetStream, sync "
@@ -159,6 +217,7 @@ class Platform:
             self.nats.start()
             self.embedded.append(_Embedded("nats-server", self.nats))
             nats_url, monitor_url = self.nats.url, self.nats.monitor_url
+        self._leaves = list(leaves.values())
         self._check_stop()
         dsn = settings.database_url
         if not dsn:
@@ -168,30 +227,60 @@ class Platform:
             self.embedded.append(_Embedded("postgres", self.pg))
             dsn = self.pg.dsn
         self._check_stop()
-        self.env = {**os.environ, "BAPAS_ENV": settings.env, "BAPAS_NATS_URL": nats_url,
-                    "BAPAS_NATS_MONITOR_URL": monitor_url, "BAPAS_DATABASE_URL": dsn,
-                    "BAPAS_JWT_SECRET": secret, "BAPAS_LOG_FORMAT": "json",
-                    "BAPAS_STREAM_REPLICAS": str(replicas), "PYTHONUNBUFFERED": "1"}
-        asyncio.run(_provision(nats_url, monitor_url, dsn, settings, replicas))
+        # what runs where: the whole system; or a hub and each office on its leaf
+        deployments: list[_Deployment] = []
+        if self.offices:
+            deployments.append(_Deployment("hub", nats_url, monitor_url, dsn, SERVICES,
+                                           {"BAPAS_LEAF_OFFICES": ",".join(self.offices)}))
+        if leaves:
+            for code, leaf in leaves.items():
+                deployments.append(_Deployment(
+                    code, leaf.url, leaf.monitor_url,
+                    self._database(dsn, f"bapas_{code}") if self.offices else dsn,
+                    OFFICE_SERVICES, {"BAPAS_OFFICE": code}))
+        else:
+            deployments.append(_Deployment("", nats_url, monitor_url, dsn, SERVICES))
+        self.env = {**os.environ, "BAPAS_ENV": settings.env, "BAPAS_JWT_SECRET": secret,
+                    "BAPAS_LOG_FORMAT": "json", "BAPAS_STREAM_REPLICAS": str(replicas),
+                    "PYTHONUNBUFFERED": "1"}
+        for dep in deployments:
+            asyncio.run(_provision(dep.nats_url, dep.monitor_url, dep.dsn,
+                                   dep.settings(settings), replicas, dep.services))
         click.echo("streams and schemas provisioned")
-        for name in SERVICES:
-            svc = _Service(name, settings.port(name), self.data / "logs" / f"{name}.log")
-            self._spawn(svc)
-            self.services.append(svc)
+        for dep in deployments:
+            for name in dep.services:
+                port = (settings.port(name) if dep.where in ("", "hub") or not self.offices
+                        else _office_port(self.offices.index(dep.where), name))
+                log = f"{dep.where}-{name}.log" if dep.where else f"{name}.log"
+                svc = _Service(name, port, self.data / "logs" / log, dep.where, {
+                    "BAPAS_NATS_URL": dep.nats_url, "BAPAS_NATS_MONITOR_URL": dep.monitor_url,
+                    "BAPAS_DATABASE_URL": dep.dsn, f"BAPAS_{name.upper()}_PORT": str(port),
+                    **dep.env})
+                self._spawn(svc)
+                self.services.append(svc)
         self._write_run_file(nats_url, monitor_url, dsn, settings.host, settings.namespace)
         self._wait_ready(settings.host)
+
+    def _database(self, dsn: str, name: str) -> str:
+        """An office's own database beside the hub's, on the embedded PostgreSQL (as each
+        office would have its own on its own machine)."""
+        if self.pg is None:
+            raise RuntimeError("--offices keeps each office's projections in a database of "
+                               "its own on the embedded PostgreSQL; unset BAPAS_DATABASE_URL")
+        return self.pg.create_database(name)
 
     def _spawn(self, svc: _Service) -> None:
         with open(svc.log, "ab") as out:
             svc.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{svc.name}"], env=self.env, stdout=out,
+                [sys.executable, "-m", f"services.{svc.name}"], env={**self.env, **svc.env},
+                stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
         svc.started = time.monotonic()
 
     def _wait_ready(self, host: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
-        waiting = {s.name: s for s in self.services}
+        waiting = {s.label: s for s in self.services}
         while waiting:
             self._check_stop()
             for name, svc in list(waiting.items()):
@@ -207,14 +296,15 @@ class Platform:
         self.host = host
 
     def _announce(self) -> None:
-        width = max(len(s.name) for s in self.services)
+        width = max(len(s.label) for s in self.services)
         for svc in self.services:
-            click.echo(f"{svc.name.ljust(width)}  http://{self.host}:{svc.port}")
+            click.echo(f"{svc.label.ljust(width)}  http://{self.host}:{svc.port}")
         from ..web.auth import TokenService
+        office = self.office or (self.offices[0] if self.offices else DEV_OFFICE)
         token = TokenService(self.env["BAPAS_JWT_SECRET"]).issue(
-            "pk-0007", DEV_OFFICE, ["pk", "supervisor", "head"])
+            "pk-0007", office, ["pk", "supervisor", "head"])
         click.echo(f"{'token'.ljust(width)}  {token}")
-        click.echo(f"(development token: office {DEV_OFFICE}, roles pk, supervisor, head; "
+        click.echo(f"(development token: office {office}, roles pk, supervisor, head; "
                    f"`bapas token --office X --role Y` mints others)")
         click.echo(f"logs in {self.data / 'logs'}; Ctrl-C stops everything", nl=True)
 
@@ -254,7 +344,7 @@ class Platform:
 
     def _save_restarts(self) -> None:
         self.run_info["restarts"] = {
-            **{s.name: s.restarts for s in self.services},
+            **{s.label: s.restarts for s in self.services},
             **{e.name: e.restarts for e in self.embedded}}
         (self.data / "run.json").write_text(json.dumps(self.run_info, indent=2))
 
@@ -275,9 +365,10 @@ class Platform:
             except subprocess.TimeoutExpired:
                 svc.proc.kill()
                 svc.proc.wait(5)
-        for server in (self.nats, self.pg):
-            if server:
-                server.stop(timeout=max(0.5, (began + STOP_SECONDS - 1 - time.monotonic()) / 2))
+        servers = [*self._leaves, self.nats, self.pg]
+        for server in dict.fromkeys(s for s in servers if s):
+            server.stop(timeout=max(0.5, (began + STOP_SECONDS - 1 - time.monotonic())
+                                    / (len(servers) - 1)))
         (self.data / "run.json").unlink(missing_ok=True)
         if self.services or self.nats or self.pg:
             click.echo("stopped")
@@ -287,9 +378,17 @@ class Platform:
         self.run_info = {
             "pid": os.getpid(), "nats_url": nats_url, "nats_monitor_url": monitor_url,
             "database_url": dsn, "namespace": namespace,
-            "services": {s.name: f"http://{host}:{s.port}" for s in self.services},
+            "services": {s.label: f"http://{host}:{s.port}" for s in self.services},
+            "offices": {leaf.office: {"url": leaf.url, "monitor_url": leaf.monitor_url}
+                        for leaf in self._leaves},
+            "leaf_offices": list(self.offices),
             "embedded": [_where(e) for e in self.embedded]}
         self._save_restarts()
+
+
+def _office_port(i: int, service: str) -> int | None:
+    """An office's services: 8111-8113 for the first office, 8121-8123 for the next..."""
+    return _prefer(8101 + 10 * (i + 1) + OFFICE_SERVICES.index(service)) or free_port()
 
 
 def _where(emb: _Embedded) -> dict[str, str]:
@@ -313,12 +412,12 @@ def _ready(base: str) -> bool:
 
 
 async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settings,
-                     replicas: int) -> None:
+                     replicas: int, services: tuple[str, ...] = SERVICES) -> None:
     from ..db import create_pool, ensure_kernel_tables
     from ..runtime import connect_nats
-    from ..streams import Topology, check_server_profile, ensure_streams
+    from ..streams import check_server_profile, ensure_streams
 
-    topology = Topology(settings.namespace)
+    topology = settings.topology
     await check_server_profile(monitor_url)
     nc = await connect_nats(nats_url, "bapas-up")
     try:
@@ -335,11 +434,12 @@ async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settin
     pool = await create_pool(dsn, max_size=2)
     try:
         async with pool.acquire() as conn:
-            for name in SERVICES:
+            for name in services:
                 await ensure_kernel_tables(conn, topology.schema(name))
     finally:
         await pool.close()
 
 
-def run_platform(data: Path, cluster: int = 1) -> int:
-    return Platform(data, cluster).run()
+def run_platform(data: Path, cluster: int = 1, offices: tuple[str, ...] = (),
+                 office: str | None = None, hub_url: str | None = None) -> int:
+    return Platform(data, cluster, offices, office, hub_url).run()
