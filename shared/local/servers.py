@@ -230,11 +230,9 @@ class NatsHub(NatsServer):
     def __init__(self, data_dir: Path | str, *, port: int | None = None,
                  monitor_port: int | None = None, leaf_port: int | None = None,
                  leaf_password: str | None = None) -> None:
-        import secrets
-
         super().__init__(data_dir, port=port, monitor_port=monitor_port, name="hub")
         self.leaf_port = leaf_port or free_port()
-        self.leaf_password = leaf_password or secrets.token_urlsafe(24)
+        self.leaf_password = leaf_password or config_password()
 
     @property
     def leaf_url(self) -> str:
@@ -280,6 +278,15 @@ class NatsLeaf(NatsServer):
         return leaf_link_up(self.monitor_url)
 
 
+def config_password() -> str:
+    """A random password for a nats-server configuration variable. The server reads a
+    variable's value as a configuration value, so one that starts with digits may read as a
+    number or a date ("2024-..."): ours start with a letter and hold letters and digits."""
+    import secrets
+
+    return "p" + secrets.token_hex(20)
+
+
 def leaf_link_up(monitor_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{monitor_url}/leafz", timeout=2) as r:
@@ -294,13 +301,11 @@ class NatsCluster:
 
     def __init__(self, data_dir: Path | str, size: int = 3, *,
                  ports: list[int | None] | None = None) -> None:
-        import secrets
-
         if size != 3:
             raise ValueError("a cluster has three nodes (deploy/cluster/node.conf names three "
                              "routes)")
         self.data_dir = Path(data_dir)
-        password = secrets.token_urlsafe(24)
+        password = config_password()
         cluster_ports = [free_port() for _ in range(size)]
         routes = [f"nats-route://route:{password}@127.0.0.1:{p}" for p in cluster_ports]
         ports = ports or [None] * size

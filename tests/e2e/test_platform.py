@@ -121,9 +121,10 @@ def survivors(procs: list[psutil.Process], timeout: float = 30.0) -> list[psutil
 class Platform:
     """One `bapas up` in its own session; its stdout read line by line in the background."""
 
-    def __init__(self, data: Path, ports: dict[str, int]) -> None:
+    def __init__(self, data: Path, ports: dict[str, int], args: tuple[str, ...] = ()) -> None:
         self.data = data
         self.ports = ports
+        self.args = args
         self.env = environment(ports)
         self.stderr_path = data.parent / f"{data.name}-stderr.txt"
         self.lines: list[str] = []
@@ -134,7 +135,8 @@ class Platform:
     def start(self) -> Platform:
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
-            [str(BAPAS), "up", "--data", str(self.data)], env=self.env, cwd=self.data.parent,
+            [str(BAPAS), "up", "--data", str(self.data), *self.args], env=self.env,
+            cwd=self.data.parent,
             stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL,
             start_new_session=True, text=True, bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
@@ -248,8 +250,8 @@ class Platform:
 
 
 @contextlib.contextmanager
-def platform(tmp_path: Path, ports: dict[str, int]) -> Iterator[Platform]:
-    p = Platform(tmp_path / "data", ports)
+def platform(tmp_path: Path, ports: dict[str, int], *args: str) -> Iterator[Platform]:
+    p = Platform(tmp_path / "data", ports, args)
     try:
         yield p.start()
     finally:
@@ -439,3 +441,97 @@ def test_on_sigterm_the_services_stop_before_the_servers_they_use(tmp_path):
         if "nats disconnected" in log:
             lost.append(name)
     assert lost == [], f"NATS went away under these services while they were stopping: {lost}"
+
+
+def test_bapas_up_offices_runs_a_hub_and_a_leaf_per_office(tmp_path):
+    """`bapas up --offices jaksel,bandung`: the hub and one leaf per office, each nats-server
+    from the shipped file in a folder of its own; an office's client reaches the hub's audit;
+    the hub refuses to write an office that has its own leaf; status shows the links."""
+    from shared.local.servers import HUB_CONFIG, LEAF_CONFIG
+
+    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+    with platform(tmp_path, ports, "--offices", "jaksel,bandung") as up:
+        up.read_until(lambda line: line.split()[:1] == ["token"], START_TIMEOUT)
+        urls = {}
+        for line in up.lines:
+            parts = line.split()
+            if len(parts) == 3 and parts[2].startswith("http://"):
+                urls[(parts[0], parts[1])] = parts[2]
+        assert set(urls) == {("hub", s) for s in SERVICES} | {
+            (o, s) for o in ("jaksel", "bandung")
+            for s in ("registration", "guidance", "supervision")}, up.report()
+        data = tmp_path / "data"
+        assert (data / "nats/hub/nats-server.conf").read_text() == HUB_CONFIG.read_text()
+        for office in ("jaksel", "bandung"):
+            assert (data / f"nats/{office}/nats-server.conf").read_text() == \
+                LEAF_CONFIG.read_text()
+        tokens = TokenService((data / "secret").read_text().strip())
+        pk = tokens.issue("pk-0007", "jaksel", ["pk"])
+        status, doc = post_json(urls[("jaksel", "registration")] + "/v1/clients",
+                                registration_body(nik(1)), pk)
+        assert status == 201, doc
+        client_id = doc["client_id"]
+        auditor = bearer(tokens.issue("auditor-01", "jaksel", ["auditor"]))
+        history = urls[("hub", "audit")] + f"/v1/audit/clients/{client_id}/history"
+        found = wait_for("the hub's audit shows the jaksel client",
+                         lambda: get(history, headers=auditor)[0] == 200, 60)
+        assert found
+        status, doc = post_json(urls[("hub", "registration")] + "/v1/clients",
+                                registration_body(nik(2)), pk)
+        assert status == 421, doc
+        shown = wait_for("bapas status: jaksel's link up and nothing left to send", lambda: (
+            out := run_cli("status", "--data", str(data), env=up.env).stdout,
+            out if "office jaksel link to hub up, hub has yet to receive 0 events" in out
+            else "")[1], 60)
+        assert "office bandung link to hub up" in shown, shown
+        os.killpg(up.pid, signal.SIGTERM)
+        assert up.proc.wait(STOP_TIMEOUT) == 0, up.report()
+        left = survivors(up.seen)
+        assert not left, describe(left)
+
+
+def test_bapas_up_office_runs_one_office_against_a_real_hub(tmp_path):
+    """`bapas up --office jaksel --hub URL`: the office's leaf and services, connected to a
+    hub someone else runs (here a hub from deploy/office/hub.conf with its streams)."""
+    import asyncio
+
+    import nats
+
+    from shared.local.servers import NatsHub
+    from shared.streams import Topology, ensure_streams
+
+    async def hub_streams(url: str) -> None:
+        nc = await nats.connect(url)
+        try:
+            await ensure_streams(nc.jetstream(), Topology(leaves=("jaksel",)))
+        finally:
+            await nc.close()
+
+    async def at_hub(url: str, subject: str) -> int:
+        nc = await nats.connect(url)
+        try:
+            info = await nc.jetstream().stream_info("REGISTRATION", subjects_filter=subject)
+            return sum((info.state.subjects or {}).values())
+        finally:
+            await nc.close()
+
+    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+    with NatsHub(tmp_path / "hub") as hub:
+        asyncio.run(hub_streams(hub.url))
+        with platform(tmp_path, ports, "--office", "jaksel", "--hub", hub.leaf_url) as up:
+            up.read_until(lambda line: line.split()[:1] == ["token"], START_TIMEOUT)
+            urls = {tuple(line.split()[:2]): line.split()[2] for line in up.lines
+                    if len(line.split()) == 3 and line.split()[2].startswith("http://")}
+            assert set(urls) == {("jaksel", s) for s in ("registration", "guidance",
+                                                         "supervision")}, up.report()
+            token = TokenService((tmp_path / "data" / "secret").read_text().strip()).issue(
+                "pk-0007", "jaksel", ["pk"])
+            status, doc = post_json(urls[("jaksel", "registration")] + "/v1/clients",
+                                    registration_body(nik(3)), token)
+            assert status == 201, doc
+            subject = f"bapas.jaksel.registration.{doc['client_id']}"
+            assert wait_for("the hub holds the jaksel registration",
+                            lambda: asyncio.run(at_hub(hub.url, subject)), 60) >= 1
+            os.killpg(up.pid, signal.SIGTERM)
+            assert up.proc.wait(STOP_TIMEOUT) == 0, up.report()
+            assert not survivors(up.seen)
