@@ -256,10 +256,10 @@ def bench_kernel(events: int, stream_size: int) -> None:
 def _service_url(service: str, data: Path, url: str | None) -> str:
     if url:
         return url.rstrip("/")
-    from .local.up import read_run_file
+    from .local.up import read_run_file, service_url
     run = read_run_file(data) or {}
     default = f"http://127.0.0.1:{os.environ.get(f'BAPAS_{service.upper()}_PORT', SERVICE_PORTS[service])}"
-    return (run.get("services") or {}).get(service, default)
+    return service_url(run, service) or default
 
 
 def _bearer(token: str | None, data: Path, role: str, office: str) -> str:

@@ -727,11 +727,21 @@ class DemoError(Exception):
 
 
 class Api:
-    def __init__(self, urls: dict[str, str], http: httpx.AsyncClient) -> None:
+    def __init__(self, urls: dict[str, str], http: httpx.AsyncClient,
+                 urls_of: Callable[[str], dict[str, str]] | None = None) -> None:
         self.urls = urls
         self.http = http
+        self.urls_of = urls_of  # another office's services (its own leaf, or the hub's)
         self.calls = 0
         self.jitter = random.Random()
+
+    def at(self, office: str) -> Api:
+        """The same client, talking to `office`'s services."""
+        if self.urls_of is None:
+            return self
+        other = Api(self.urls_of(office), self.http, self.urls_of)
+        other.jitter = self.jitter
+        return other
 
     async def call(self, method: str, service: str, path: str, token: str, *,
                    json: Any = None, ok: tuple[int, ...] = (200,),
@@ -1284,10 +1294,11 @@ class Demo:
         new_id = doc["new_client_id"]
         other = self.staff.other_office if to == self.staff.neighbour else None
         if other:
-            await self.api.wait("registration", f"/v1/clients/{new_id}", other,
-                                what=f"the transferred client at {to}")
-            await self.api.wait("guidance", f"/v1/cases/{new_id}", other,
-                                what=f"the transferred case at {to}")
+            there_api = self.api.at(to)
+            await there_api.wait("registration", f"/v1/clients/{new_id}", other,
+                                 what=f"the transferred client at {to}")
+            await there_api.wait("guidance", f"/v1/cases/{new_id}", other,
+                                 what=f"the transferred case at {to}")
         out.status, out.closed, out.transferred_to = "CLOSED", "TRANSFERRED", (to, new_id)
 
     # ---------------------------------------------------------------- group sessions
@@ -1336,11 +1347,11 @@ class Demo:
 # ------------------------------------------------------------------------------ running
 
 
-def _urls(data: Path) -> dict[str, str]:
-    from .up import read_run_file
+def _urls(data: Path, office: str | None = None) -> dict[str, str]:
+    """Each service's URL; with offices on leaves, the office's own services."""
+    from .up import read_run_file, service_url
     run = read_run_file(data) or {}
-    known = run.get("services") or {}
-    return {name: known.get(name) or
+    return {name: service_url(run, name, office) or
             f"http://127.0.0.1:{os.environ.get(f'BAPAS_{name.upper()}_PORT', port)}"
             for name, port in SERVICE_PORTS.items()}
 
@@ -1386,7 +1397,7 @@ class Progress:
 
 async def _main(office: str, clients: int, seed: int, data: Path) -> int:
     started = time.monotonic()
-    urls = _urls(data)
+    urls = _urls(data, office)
     info = office_info(office)
     today = Today()
     limits = httpx.Limits(max_connections=CONCURRENCY * 2,
@@ -1399,7 +1410,7 @@ async def _main(office: str, clients: int, seed: int, data: Path) -> int:
                             f"the secret of `bapas up --data {data}` (pass the --data of the "
                             "running system)")
         staff = Staff(office, info.neighbour if info.neighbour != office else "jaktim", secret)
-        api = Api(urls, http)
+        api = Api(urls, http, lambda other: _urls(data, other))
         click.echo(f"bapas demo: {info.name} ({office}), {clients} clients, seed {seed}")
         gen = Generator(office, info, seed, today.date)
         plans = gen.plans(clients)
@@ -1593,7 +1604,8 @@ def _summary(office: str, info: OfficeInfo, urls: dict[str, str], data: Path,
         if o.transferred_to:
             to, new_id = o.transferred_to
             show(f"transferred to {to}", f"bapas history {new_id}{data_opt}")
-            show("", curl(f"{urls['registration']}/v1/clients/{new_id}", "supervisor", at=to))
+            there = _urls(data, to)["registration"]  # with offices on leaves, maybe the hub's
+            show("", curl(f"{there}/v1/clients/{new_id}", "supervisor", at=to))
     show("API documentation", "  ".join(f"{urls[s]}/docs" for s in
                                         ("registration", "guidance", "supervision")))
     show("the same office again", f"bapas demo --office {office} --clients {len(outcomes)} "

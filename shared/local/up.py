@@ -32,7 +32,7 @@ from ..settings import SERVICE_PORTS, Settings
 from .servers import (NatsCluster, NatsHub, NatsLeaf, NatsServer, PostgresServer,
                       _die_with_parent, _tail, free_port, port_is_free)
 
-__all__ = ["run_platform", "SERVICES", "load_secret", "read_run_file"]
+__all__ = ["run_platform", "SERVICES", "load_secret", "read_run_file", "service_url"]
 
 SERVICES = tuple(SERVICE_PORTS)
 OFFICE_SERVICES = ("registration", "guidance", "supervision")  # what runs on an office's leaf
@@ -55,6 +55,14 @@ def load_secret(data: Path, *, create: bool = False) -> str | None:
     with os.fdopen(fd, "w") as f:
         f.write(value)
     return value
+
+
+def service_url(run: dict, service: str, office: str | None = None) -> str | None:
+    """A service's URL in the running platform: the office's own when it has a leaf here,
+    else the hub's (with --offices), else the one service of that name."""
+    known = run.get("services") or {}
+    return (known.get(f"{office} {service}") if office else None) or \
+        known.get(service) or known.get(f"hub {service}")
 
 
 def read_run_file(data: Path) -> dict | None:
