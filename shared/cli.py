@@ -46,7 +46,8 @@ def main() -> None:
 @_data_option
 @click.option("--cluster", type=click.Choice(["1", "3"]), default="1", show_default=True,
               help="nats-servers to run: 3 routes them on loopback as a cluster (from "
-                   "deploy/cluster/node.conf) with streams of three replicas")
+                   "deploy/cluster/node.conf) with streams of three replicas; with --offices, "
+                   "the hub is that cluster")
 @click.option("--offices", default=None, metavar="A,B",
               help="run the offices' topology on this machine: a hub (JetStream domain hub, "
                    "with audit, notification and the services of offices without a leaf) and, "
@@ -77,8 +78,8 @@ def up(data: Path, cluster: str, offices: str | None, office: str | None,
     if (office is None) != (hub_url is None):
         raise click.UsageError("--office and --hub go together: the office's leaf connects "
                                "to that hub")
-    if sum(map(bool, (codes, office, cluster != "1"))) > 1:
-        raise click.UsageError("choose one of --cluster, --offices and --office")
+    if office and (codes or cluster != "1"):
+        raise click.UsageError("--office runs one office's leaf: without --cluster or --offices")
     sys.exit(run_platform(data, int(cluster), codes, office, hub_url))
 
 

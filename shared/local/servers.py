@@ -192,11 +192,13 @@ class _ClusterNode(NatsServer):
     """A node of a `NatsCluster`: the shipped node configuration, its environment ours."""
 
     def __init__(self, data_dir: Path, *, name: str, cluster_port: int, routes: list[str],
-                 route_password: str) -> None:
+                 route_password: str, leaf_password: str) -> None:
         super().__init__(data_dir, name=name)
         self.cluster_port = cluster_port
         self.routes = routes
         self.route_password = route_password
+        self.leaf_port = free_port()
+        self.leaf_password = leaf_password
 
     def _config(self) -> str:
         return CLUSTER_NODE_CONFIG.read_text()
@@ -209,7 +211,9 @@ class _ClusterNode(NatsServer):
                "BAPAS_NATS_STORE_DIR": str(self.data_dir / "jetstream"),
                "BAPAS_NATS_CLUSTER_LISTEN": f"127.0.0.1:{self.cluster_port}",
                "BAPAS_NATS_ROUTE_USER": "route",
-               "BAPAS_NATS_ROUTE_PASSWORD": self.route_password}
+               "BAPAS_NATS_ROUTE_PASSWORD": self.route_password,
+               "BAPAS_NATS_LEAF_LISTEN": f"127.0.0.1:{self.leaf_port}",
+               "BAPAS_NATS_LEAF_USER": "leaf", "BAPAS_NATS_LEAF_PASSWORD": self.leaf_password}
         for i, route in enumerate(self.routes, 1):
             env[f"BAPAS_NATS_ROUTE_{i}"] = route
         return env
@@ -306,12 +310,14 @@ class NatsCluster:
                              "routes)")
         self.data_dir = Path(data_dir)
         password = config_password()
+        self.leaf_password = config_password()
         cluster_ports = [free_port() for _ in range(size)]
         routes = [f"nats-route://route:{password}@127.0.0.1:{p}" for p in cluster_ports]
         ports = ports or [None] * size
         self.nodes = [
             _ClusterNode(self.data_dir / f"nats-{i + 1}", name=f"nats-{i + 1}",
-                         cluster_port=cluster_ports[i], routes=routes, route_password=password)
+                         cluster_port=cluster_ports[i], routes=routes, route_password=password,
+                         leaf_password=self.leaf_password)
             for i in range(size)]
         for node, port in zip(self.nodes, ports):
             if port:
@@ -324,6 +330,12 @@ class NatsCluster:
     @property
     def monitor_url(self) -> str:
         return ",".join(n.monitor_url for n in self.nodes)
+
+    @property
+    def leaf_url(self) -> str:
+        """Where an office leaf connects (the first node; it learns the others there)."""
+        node = self.nodes[0]
+        return f"nats-leaf://leaf:{self.leaf_password}@127.0.0.1:{node.leaf_port}"
 
     def start(self, timeout: float = 60.0) -> NatsCluster:
         for node in self.nodes:

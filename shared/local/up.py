@@ -189,7 +189,18 @@ class Platform:
             if "BAPAS_NATS_URL" in os.environ:
                 raise RuntimeError("--offices and --office run nats-servers of their own; "
                                    "unset BAPAS_NATS_URL")
-            if self.offices:
+            if self.offices and self.cluster > 1:
+                hub = NatsCluster(self.data / "nats" / "hub", self.cluster,
+                                  ports=[_prefer(4222), _prefer(4223), _prefer(4224)])
+                click.echo(f"starting the hub: a {self.cluster}-node nats-server cluster "
+                           f"(JetStream domain hub, streams of {self.cluster} replicas) in "
+                           f"{hub.data_dir}")
+                hub.start()
+                self.embedded.extend(_Embedded(f"hub {n.name}", n) for n in hub.nodes)
+                self.nats = hub
+                nats_url, monitor_url = hub.url, hub.monitor_url
+                replicas = max(replicas, self.cluster)
+            elif self.offices:
                 hub = NatsHub(self.data / "nats" / "hub", port=_prefer(4222),
                               monitor_port=_prefer(8222), leaf_port=_prefer(7422))
                 click.echo(f"starting the hub nats-server (JetStream domain hub) in "
@@ -238,22 +249,24 @@ class Platform:
         # what runs where: the whole system; or a hub and each office on its leaf
         deployments: list[_Deployment] = []
         if self.offices:
-            deployments.append(_Deployment("hub", nats_url, monitor_url, dsn, SERVICES,
-                                           {"BAPAS_LEAF_OFFICES": ",".join(self.offices)}))
+            deployments.append(_Deployment("hub", nats_url, monitor_url, dsn, SERVICES, {
+                "BAPAS_LEAF_OFFICES": ",".join(self.offices),
+                "BAPAS_STREAM_REPLICAS": str(replicas)}))
         if leaves:
             for code, leaf in leaves.items():
                 deployments.append(_Deployment(
                     code, leaf.url, leaf.monitor_url,
                     self._database(dsn, f"bapas_{code}") if self.offices else dsn,
-                    OFFICE_SERVICES, {"BAPAS_OFFICE": code}))
+                    OFFICE_SERVICES, {"BAPAS_OFFICE": code, "BAPAS_STREAM_REPLICAS": "1"}))
         else:
-            deployments.append(_Deployment("", nats_url, monitor_url, dsn, SERVICES))
+            deployments.append(_Deployment("", nats_url, monitor_url, dsn, SERVICES,
+                                           {"BAPAS_STREAM_REPLICAS": str(replicas)}))
         self.env = {**os.environ, "BAPAS_ENV": settings.env, "BAPAS_JWT_SECRET": secret,
-                    "BAPAS_LOG_FORMAT": "json", "BAPAS_STREAM_REPLICAS": str(replicas),
-                    "PYTHONUNBUFFERED": "1"}
+                    "BAPAS_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
         for dep in deployments:
             asyncio.run(_provision(dep.nats_url, dep.monitor_url, dep.dsn,
-                                   dep.settings(settings), replicas, dep.services))
+                                   dep.settings(settings), int(dep.env["BAPAS_STREAM_REPLICAS"]),
+                                   dep.services))
         click.echo("streams and schemas provisioned")
         for dep in deployments:
             for name in dep.services:

@@ -24,7 +24,7 @@ from services.notification.app import definition as notification
 from services.registration.app import definition as registration
 from services.supervision.app import definition as supervision
 from shared.local.faults import StoredEvent, broken_chains, registration_body
-from shared.local.servers import NatsHub, NatsLeaf
+from shared.local.servers import NatsCluster, NatsHub, NatsLeaf
 from shared.offices import OfficeLink, office_links
 from shared.office_time import office_date
 from shared.settings import Settings
@@ -119,7 +119,7 @@ async def world(tmp_path, servers, namespace):
 
 async def read(url: str, streams: tuple[str, ...], subjects: str) -> list[StoredEvent]:
     """Every message on `subjects` of each stream, in stream order (an ordered consumer)."""
-    nc = await nats.connect(url, connect_timeout=5)
+    nc = await nats.connect(servers=url.split(","), connect_timeout=5)
     try:
         js, out = nc.jetstream(), []
         for stream in streams:
@@ -345,3 +345,54 @@ async def test_the_hub_refuses_to_write_an_office_that_has_its_own_leaf(world: W
     at_hub = await read(world.hub.url, (world.stream("REGISTRATION"),),
                         f"{world.topology.root}.jaksel.*.*")
     assert at_hub == []
+
+
+async def test_a_cluster_hub_takes_an_office_in_and_keeps_it_with_a_node_down(
+        tmp_path, servers, namespace):
+    """The hub may be the 3-node cluster (deploy/cluster/node.conf, domain hub): its streams
+    of three replicas source the office's leaf; with the node the leaf is connected to
+    killed, the leaf moves to another node and the hub still takes every event in, once."""
+    topology = Topology(namespace)
+    admin = await asyncpg.connect(servers.dsn)
+    made = [f"{namespace}_hub", f"{namespace}_jaksel"]
+    dsns = [await _database(admin, name, servers.dsn) for name in made]
+    common = dict(env="development", namespace=namespace, jwt_secret=TEST_SECRET,
+                  projection_retry_delays=(0.2, 0.4))
+    try:
+        with NatsCluster(tmp_path / "hub") as hub, NatsLeaf(
+                tmp_path / "jaksel", office="jaksel", hub_url=hub.leaf_url,
+                event_subjects=f"{topology.root}.>") as leaf:
+            hub_settings = Settings(nats_url=hub.url, nats_monitor_url=hub.monitor_url,
+                                    database_url=dsns[0], leaf_offices="jaksel",
+                                    stream_replicas=3, **common)
+            office = Settings(nats_url=leaf.url, nats_monitor_url=leaf.monitor_url,
+                              database_url=dsns[1], office="jaksel", **common)
+            async with running(audit, hub_settings) as at_hub, \
+                    running(registration, office) as reg:
+                pk = {"Authorization": "Bearer " + reg.kernel.tokens.issue(
+                    "pk-0007", "jaksel", ["pk"])}
+                first = [await register(reg, pk, 500 + i, "Klaster") for i in range(5)]
+                hub.nodes[0].kill()  # the node the leaf connected to
+                then = [await register(reg, pk, 600 + i, "Klaster") for i in range(5)]
+                subjects = f"{topology.root}.jaksel.*.*"
+                stream = f"{namespace.upper()}_REGISTRATION"
+
+                async def registered() -> list[str]:
+                    try:  # the cluster may still be electing the stream's new leader
+                        events = await read(",".join(n.url for n in hub.nodes[1:]),
+                                            (stream,), subjects)
+                    except (nats.errors.Error, TimeoutError):
+                        return []
+                    return sorted(e.subject.rsplit(".", 1)[1] for e in events
+                                  if e.type == "ClientRegistered")
+
+                got = await eventually(registered, until=lambda ids: len(ids) >= 10,
+                                       timeout=90, every=0.5)
+                assert got == sorted(first + then)  # each once
+                info = await at_hub.kernel.nc.jetstream().stream_info(stream)
+                assert info.config.num_replicas == 3
+                hub.nodes[0].start()
+    finally:
+        for name in made:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
