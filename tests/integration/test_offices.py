@@ -396,3 +396,23 @@ async def test_a_cluster_hub_takes_an_office_in_and_keeps_it_with_a_node_down(
         for name in made:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_new_office_leaf_is_added_to_the_hubs_existing_streams(nc, topology):
+    """Adding an office is naming it in BAPAS_LEAF_OFFICES: the next start adds its source
+    to streams that hold events, and rewrites nothing else."""
+    from shared.streams import ensure_streams
+
+    js = nc.jetstream()
+    one = Topology(topology.namespace, leaves=("jaksel",))
+    two = Topology(topology.namespace, leaves=("jaksel", "bandung"))
+    try:
+        assert await ensure_streams(js, one, contexts=("registration",))
+        await js.publish(f"{one.root}.jaktim.registration.c1", b"{}")
+        assert await ensure_streams(js, two, contexts=("registration",)) == []
+        info = await js.stream_info(two.stream("registration"))
+        assert [s.external.api for s in info.config.sources] == ["$JS.jaksel.API",
+                                                                  "$JS.bandung.API"]
+        assert info.state.messages == 1
+    finally:
+        await js.delete_stream(one.stream("registration"))

@@ -154,3 +154,29 @@ def test_the_default_monitor_urls_name_every_host_of_a_cluster():
     assert default_monitor_url("nats://n1:4222,nats://n2:4222,nats://n3:4222") == (
         "http://n1:8222,http://n2:8222,http://n3:8222")
     assert default_monitor_url("nats://10.0.0.5:4222") == "http://10.0.0.5:8222"
+
+
+def test_an_office_leaf_holds_its_own_subjects_and_writes_only_its_own_cases():
+    leaf = Topology(office="jaksel")
+    profile = stream_profile(leaf, "registration")
+    assert profile.subjects == ["bapas.jaksel.registration.*"] and profile.sources is None
+    assert leaf.writes("jaksel") and not leaf.writes("bandung")
+    assert leaf.written_offices_sql(2) == ("office = $2", "jaksel")
+
+
+def test_a_hub_sources_each_office_leaf_and_writes_every_other_office():
+    hub = Topology("t1", leaves=("jaksel", "bandung"))
+    profile = stream_profile(hub, "guidance")
+    assert profile.subjects == ["t1.bapas.*.guidance.*"]
+    assert [(s.name, s.external.api) for s in profile.sources] == [
+        ("T1_GUIDANCE", "$JS.jaksel.API"), ("T1_GUIDANCE", "$JS.bandung.API")]
+    assert hub.writes("jaktim") and not hub.writes("jaksel")
+    assert hub.written_offices_sql(1) == ("NOT (office = ANY($1::text[]))", ["jaksel", "bandung"])
+    assert stream_profile(Topology(), "guidance").sources is None  # no leaves: as before
+
+
+@pytest.mark.parametrize("bad", [{"office": "Jak Sel"}, {"leaves": ("a.b",)},
+                                 {"office": "jaksel", "leaves": ("bandung",)}])
+def test_office_codes_must_be_subject_tokens_and_a_leaf_sources_no_leaves(bad):
+    with pytest.raises(ValueError):
+        Topology(**bad)
