@@ -376,20 +376,24 @@ class StoredEvent:
 
 
 async def read_streams(nats_url: str, streams: tuple[str, ...] = (
-        "REGISTRATION", "GUIDANCE", "SUPERVISION")) -> list[StoredEvent]:
-    """Every message of the event streams, in stream order, read with a plain ordered
-    consumer (no code of the services)."""
+        "REGISTRATION", "GUIDANCE", "SUPERVISION"), subjects: str | None = None
+        ) -> list[StoredEvent]:
+    """Every message of the event streams (or those on `subjects` only), in stream order,
+    read with a plain ordered consumer (no code of the services)."""
     nc = await nats.connect(servers=nats_url.split(","), connect_timeout=5)
     try:
         js = nc.jetstream()
         out: list[StoredEvent] = []
         for stream in streams:
-            info = await js.stream_info(stream)
-            want = info.state.messages
+            if subjects is None:
+                info = await js.stream_info(stream)
+                want, wanted = info.state.messages, info.config.subjects[0]
+            else:
+                info = await js.stream_info(stream, subjects_filter=subjects)
+                want, wanted = sum((info.state.subjects or {}).values()), subjects
             if not want:
                 continue
-            sub = await js.subscribe(info.config.subjects[0], stream=stream,
-                                     ordered_consumer=True)
+            sub = await js.subscribe(wanted, stream=stream, ordered_consumer=True)
             try:
                 for _ in range(want):
                     msg = await sub.next_msg(timeout=10)

@@ -23,7 +23,7 @@ from services.guidance.app import definition as guidance
 from services.notification.app import definition as notification
 from services.registration.app import definition as registration
 from services.supervision.app import definition as supervision
-from shared.local.faults import StoredEvent, broken_chains, registration_body
+from shared.local.faults import StoredEvent, broken_chains, read_streams, registration_body
 from shared.local.servers import NatsCluster, NatsHub, NatsLeaf
 from shared.offices import OfficeLink, office_links
 from shared.office_time import office_date
@@ -119,25 +119,7 @@ async def world(tmp_path, servers, namespace):
 
 async def read(url: str, streams: tuple[str, ...], subjects: str) -> list[StoredEvent]:
     """Every message on `subjects` of each stream, in stream order (an ordered consumer)."""
-    nc = await nats.connect(servers=url.split(","), connect_timeout=5)
-    try:
-        js, out = nc.jetstream(), []
-        for stream in streams:
-            info = await js.stream_info(stream, subjects_filter=subjects)
-            want = sum((info.state.subjects or {}).values())
-            if not want:
-                continue
-            sub = await js.subscribe(subjects, stream=stream, ordered_consumer=True)
-            try:
-                for _ in range(want):
-                    m = await sub.next_msg(timeout=10)
-                    out.append(StoredEvent(stream, m.metadata.sequence.stream, m.subject,
-                                           dict(m.headers or {}), m.data))
-            finally:
-                await sub.unsubscribe()
-        return out
-    finally:
-        await nc.close()
+    return await read_streams(url, streams, subjects)
 
 
 async def office_events(w: World, office: str, where: str) -> list[StoredEvent]:
