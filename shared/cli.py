@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -174,12 +175,21 @@ def _office_lines(run: dict) -> list[str]:
         from .streams import Topology
 
         async def hub_view() -> None:
+            import nats as nats_py
+
             nc = await connect_nats(run["nats_url"], "bapas-status", attempts=1)
+            own = {}
             try:
+                for office, leaf in offices.items():  # each leaf read directly: what waits
+                    with contextlib.suppress(Exception):  # is known even with its link cut
+                        own[office] = await nats_py.connect(leaf["url"], connect_timeout=2,
+                                                            max_reconnect_attempts=0)
                 topology = Topology(run.get("namespace", ""), leaves=tuple(leaves))
-                for link in await office_links(nc, topology):
+                for link in await office_links(nc, topology, leaves=own):
                     counts[link.office] = link.waiting
             finally:
+                for conn in own.values():
+                    await conn.close()
                 await nc.close()
 
         try:

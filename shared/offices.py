@@ -43,7 +43,8 @@ class OfficeLink:
     office: str
     reachable: bool  # its JetStream domain answers through the leaf connection
     stalled: list[str]  # hub streams whose source of this office has no recent activity
-    waiting: int | None  # events the leaf holds that the hub has not yet (None: unknown)
+    waiting: int | None  # events the leaf holds that the hub has not yet (None: unknown);
+    # the record of reads counts only while the hub's last of them came from the leaf
 
 
 async def domain_answers(nc: NATS, domain: str, timeout: float = 1.0) -> bool:
@@ -78,24 +79,27 @@ def _origin_seq(headers: dict[str, str] | None) -> int | None:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
 
 
-async def office_links(nc: NATS, topology: Topology, contexts: tuple[str, ...] = CONTEXT_STREAMS
-                       ) -> list[OfficeLink]:
-    """Each office leaf: whether it answers, which sources stall, and how many of its events
-    the hub has yet to receive (the leaf's last sequence against the origin sequence of the
-    last message of that office the hub holds, per stream)."""
+async def office_links(nc: NATS, topology: Topology, contexts: tuple[str, ...] = CONTEXT_STREAMS,
+                       leaves: dict[str, NATS] | None = None) -> list[OfficeLink]:
+    """Each office leaf: whether it answers at the hub, which sources stall, and how many of
+    its events the hub has yet to receive (the leaf's last sequence against the origin
+    sequence of the last message of that office the hub holds, per stream). The leaf is
+    read through the hub, or through a connection of its own in `leaves` (which tells what
+    waits even while the link is down)."""
     js = nc.jetstream()
     infos = {c: await source_states(nc, topology.stream(c)) for c in contexts}
     out = []
     for office in topology.leaves:
         reachable = await domain_answers(nc, office)
         stalled, waiting = [], 0
-        leaf_js = nc.jetstream(domain=office)
+        own = (leaves or {}).get(office)
+        leaf_js = own.jetstream() if own is not None else nc.jetstream(domain=office)
         for context, sources in infos.items():
             name = topology.stream(context)
             source = sources.get(leaf_source(topology, context, office).external.api)
             if source is None or _stalled(source):
                 stalled.append(name)
-            if waiting is None or not reachable:
+            if waiting is None or not (reachable or own is not None):
                 waiting = None
                 continue
             try:
@@ -104,20 +108,25 @@ async def office_links(nc: NATS, topology: Topology, contexts: tuple[str, ...] =
             except _NATS_ERRORS:
                 waiting = None
                 continue
-            if got is None and leaf_last:
-                waiting = None if context == "access" else waiting + leaf_last
-            elif got is not None:
+            if got is None:  # the hub holds nothing of this office's here yet
+                waiting += leaf_last
+            elif got >= 0:
                 waiting += max(0, leaf_last - got)
+            # else: the hub's last record of the office there is its own (ACCESS: a read at
+            # the hub), so what it received from the leaf is not known from it: not counted
         out.append(OfficeLink(office, reachable, stalled, waiting))
     return out
 
 
 async def _last_sourced(js, stream: str, subjects: str) -> int | None:  # noqa: ANN001
+    """The origin sequence of the hub's last message on `subjects`; None if it has none,
+    -1 if that message was not sourced (written at the hub itself)."""
     try:
         msg = await js.get_last_msg(stream, subjects, direct=True)
     except nats.js.errors.NotFoundError:
         return None
-    return _origin_seq(msg.headers)
+    seq = _origin_seq(msg.headers)
+    return -1 if seq is None else seq
 
 
 class LinkKeeper:

@@ -133,13 +133,17 @@ def ids(events: list[StoredEvent]) -> list[tuple[str, str]]:
     return [(e.stream, e.headers["ce-id"]) for e in events]
 
 
-async def link(w: World, office: str) -> OfficeLink:
-    """The office's link as the hub sees it (what `bapas status` shows)."""
+async def link(w: World, office: str, *, direct: bool = False) -> OfficeLink:
+    """The office's link as the hub sees it; `direct`: with the leaf read through a
+    connection of its own, as `bapas status` does (it knows what waits during a cut)."""
     nc = await nats.connect(w.hub.url, connect_timeout=5)
+    own = {office: await nats.connect(w.offices[office].leaf.url)} if direct else {}
     try:
-        links = await office_links(nc, w.hub_settings.topology)
+        links = await office_links(nc, w.hub_settings.topology, leaves=own)
         return next(link for link in links if link.office == office)
     finally:
+        for conn in own.values():
+            await conn.close()
         await nc.close()
 
 
@@ -259,6 +263,9 @@ async def test_a_cut_office_keeps_working_and_the_hub_catches_up_once(world: Wor
     assert len(at_leaf) >= 1000, len(at_leaf)
     hub_before = await office_events(w, "jaksel", "hub")
     assert len(hub_before) < len(at_leaf)  # the cut held: the hub has not seen them
+    during = await link(w, "jaksel", direct=True)  # as `bapas status` shows the cut
+    assert not during.reachable and during.waiting >= len(at_leaf) - len(hub_before)
+    assert (await link(w, "jaksel")).waiting is None  # through the hub alone: unknown
     w.proxy.restore()
     took = await expect_hub_holds(w, "jaksel", timeout=10)
     print(f"hub caught up with {len(at_leaf)} jaksel events in {took:.1f}s")
