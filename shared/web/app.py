@@ -16,7 +16,7 @@ from ..asyncapi import asyncapi_html
 from ..ids import new_id
 from ..logging import bind, clear
 from ..metrics import KernelMetrics
-from .auth import TokenService
+from .auth import CurrentPrincipal, TokenService
 from .problems import install_problem_handlers, unexpected_response
 
 __all__ = ["create_app", "ReadinessCheck"]
@@ -75,6 +75,12 @@ def create_app(*, service: str, title: str, description: str, version: str,
         ok, detail = await readiness()
         return JSONResponse({"status": "ready" if ok else "not ready", "service": service,
                              **detail}, status_code=200 if ok else 503)
+
+    @ops.get("/v1/ping", status_code=204, response_class=Response,
+             summary="Nothing, once the token is checked: the floor under every route's "
+                     "latency (what `bapas bench api` compares the routes with)")
+    async def ping(principal: CurrentPrincipal) -> Response:
+        return Response(status_code=204)
 
     @ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

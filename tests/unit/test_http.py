@@ -148,6 +148,14 @@ def test_readyz_follows_the_readiness_check():
     assert down.json()["checks"]["nats"] == "disconnected"
 
 
+def test_ping_answers_204_with_nothing_once_the_token_is_checked():
+    c = client()
+    resp = c.get("/v1/ping", headers=bearer("jaksel", "agency"))
+    assert resp.status_code == 204 and resp.content == b""
+    problem(c.get("/v1/ping"), 401)
+    problem(c.get("/v1/ping", headers={"Authorization": "Bearer not-a-token"}), 401)
+
+
 def test_metrics_are_prometheus_text_with_request_latency():
     c = client()
     c.get("/whoami", headers=bearer())
