@@ -86,6 +86,17 @@ CREATE TABLE IF NOT EXISTS {s}.projection_held_events (
     body       bytea NOT NULL,
     PRIMARY KEY (projection, tag, stream, seq)
 );
+-- the service's copy of its own cases' events (shared.case_cache): never the truth
+CREATE TABLE IF NOT EXISTS {s}.case_cache (
+    stream     text NOT NULL,
+    subject    text NOT NULL,
+    sequence   integer NOT NULL,
+    stream_seq bigint NOT NULL,
+    hash       text NOT NULL,
+    headers    jsonb NOT NULL,
+    body       bytea NOT NULL,
+    PRIMARY KEY (stream, subject, sequence)
+);
 """
 
 

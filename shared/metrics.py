@@ -23,6 +23,14 @@ class KernelMetrics:
         self.append_seconds = Histogram(
             "bapas_append_seconds", "Time to append one decision's events", ["stream"],
             buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5), registry=r)
+        self.case_loads = Counter("bapas_case_loads",
+                                  "Cases loaded, by where their events came from: the cache, "
+                                  "the cache and the stream's tail, or the stream alone",
+                                  ["stream", "source"], registry=r)
+        self.case_cache_errors = Counter("bapas_case_cache_errors",
+                                         "Case cache reads or writes that failed (or writes "
+                                         "dropped); loads then read the stream",
+                                         ["operation"], registry=r)
         self.decisions = Counter("bapas_decisions", "Commands decided, by outcome",
                                  ["command", "outcome"], registry=r)
         self.projected = Counter("bapas_projection_events", "Events applied by a projection",

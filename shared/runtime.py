@@ -30,6 +30,7 @@ from nats.aio.client import Client as NATS
 from . import natsfast
 from .access import ACCESS, AccessRecorder
 from .asyncapi import Contract, asyncapi_document
+from .case_cache import CaseCache
 from .db import create_pool, ensure_kernel_tables
 from .decider import CommandRunner, Decider
 from .errors import ProfileError
@@ -83,8 +84,13 @@ class Kernel:
         self.pool = pool
         self.metrics = KernelMetrics()
         self.catalog = EventCatalog(ACCESS, *registries)
-        self.store = EventStore(nc, self.topology, self.catalog, metrics=self.metrics)
-        # where every office's cases can be read: on an office's leaf, the hub's copy
+        # this service's copy of its cases in its own schema, so a long case loads from
+        # the copy and the stream's last message (the copy is checked against it)
+        self.case_cache = CaseCache(pool, self.schema, metrics=self.metrics)
+        self.store = EventStore(nc, self.topology, self.catalog, metrics=self.metrics,
+                                cache=self.case_cache)
+        # where every office's cases can be read: on an office's leaf, the hub's copy (not
+        # cached: another domain's streams, and cases this service does not write)
         self.national_store = (
             EventStore(nc, self.topology, self.catalog, metrics=self.metrics,
                        api_prefix=f"$JS.{settings.hub_domain}.API")
@@ -182,6 +188,7 @@ class Kernel:
             for task in stuck:
                 log.error("task did not stop when asked", task=task.get_name())
         self._tasks.clear()
+        await self.case_cache.close()  # its last writes, before the pool goes
         # consumers are stopped and every publish was awaited: nothing left to drain
         # (draining waits on the pull subscriptions' open requests)
         await _quietly_close(self.broker, self.nc)

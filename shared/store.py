@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import nats
 import nats.errors
@@ -35,6 +36,9 @@ from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, Unk
 from .ids import new_id
 from .metrics import KernelMetrics
 from .streams import CaseRef, Topology
+
+if TYPE_CHECKING:
+    from .case_cache import CaseCache
 
 __all__ = ["EventStore", "CaseVersion", "CaseWrite", "LoadedCase", "AppendResult", "decode_message"]
 
@@ -64,7 +68,8 @@ class LoadedCase:
     context: str
     events: list[RecordedEvent]
     version: CaseVersion
-    messages_read: int = 0
+    messages_read: int = 0  # messages read from the stream for this load
+    from_cache: int = 0     # events taken from the service's case cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +163,13 @@ class EventStore:
 
     def __init__(self, nc: NATS, topology: Topology, catalog: EventCatalog, *,
                  metrics: KernelMetrics | None = None, timeout: float = 5.0,
-                 api_prefix: str = "$JS.API") -> None:
+                 api_prefix: str = "$JS.API", cache: CaseCache | None = None) -> None:
         """`api_prefix` reaches another JetStream domain (`$JS.<domain>.API`): an office's
-        leaf reads the hub's copy of every office's cases that way."""
+        leaf reads the hub's copy of every office's cases that way. With a `cache` (the
+        service's copy of its cases, see shared.case_cache) a case loads from the copy and
+        the stream's tail after it, checked against the stream's last message."""
         self._nc = nc
+        self.cache = cache
         self._api = api_prefix
         self.topology = topology
         self.catalog = catalog
@@ -177,6 +185,12 @@ class EventStore:
 
     async def load(self, context: str, ref: CaseRef) -> LoadedCase:
         """All events of one case in one context, in order, decoded (and upcast)."""
+        if self.cache is not None:
+            return await self.cache.load(self, context, ref)
+        return await self.load_from_stream(context, ref)
+
+    async def load_from_stream(self, context: str, ref: CaseRef) -> LoadedCase:
+        """`load` reading every event from the stream, whatever a cache holds."""
         stream = self.topology.stream(context)
         subject = self.topology.subject(context, ref)
         messages = await self.read_subject(stream, subject)
@@ -371,6 +385,8 @@ class EventStore:
             last = recorded[-1]
             results.append(AppendResult(recorded, CaseVersion(last.stream_seq, last.sequence,
                                                               last.hash)))
+            if self.cache is not None:
+                self.cache.appended(recorded)  # written behind, never failing the append
         self._metrics.appends.labels(stream).inc(len(messages))
         return results
 
