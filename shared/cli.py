@@ -261,6 +261,41 @@ def bench_kernel(events: int, stream_size: int) -> None:
     run(events=events, stream_size=stream_size)
 
 
+def _system_options(fn):
+    fn = click.option("--callers", default=32, show_default=True,
+                      help="HTTP callers at once")(fn)
+    fn = click.option("--url", default=None, help="the registration service (default: from "
+                      "the local platform; the others from BAPAS_<SERVICE>_URL or the same)")(fn)
+    return _data_option(fn)
+
+
+@bench.command("api")
+@_system_options
+@click.option("--registrations", default=3_000, show_default=True,
+              help="registrations in the registrations-only phase")
+@click.option("--seconds", default=30.0, show_default=True, help="length of the mixed day")
+@click.option("--peer", is_flag=True, help="also the same registrations written with the "
+              "`eventsourcing` library on the same PostgreSQL (pip install -e '.[bench]')")
+def bench_api(data: Path, url: str | None, callers: int, registrations: int, seconds: float,
+              peer: bool) -> None:
+    """A running system over HTTP through an office's mixed day: per route count, p50, p99
+    and rate against a no-op route and raw JetStream publishes. With no system running, one
+    is started in a temporary folder and stopped at the end."""
+    from .bench.api import run_api
+    sys.exit(run_api(data=data, url=url, callers=callers, registrations=registrations,
+                     seconds=seconds, peer=peer))
+
+
+@bench.command("wave")
+@_system_options
+@click.option("--clients", default=40_000, show_default=True, help="clients to register")
+def bench_wave(data: Path, url: str | None, callers: int, clients: int) -> None:
+    """N registrations through HTTP, then the time until every projection of every service
+    has caught up."""
+    from .bench.api import run_wave
+    sys.exit(run_wave(data=data, url=url, callers=callers, clients=clients))
+
+
 # ----------------------------------------------------------------------- talking to services
 
 

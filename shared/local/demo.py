@@ -719,6 +719,18 @@ class Generator:
             p.decision = {**p.decision, "issued_on": issued.isoformat()}
 
 
+def registration_body(p: ClientPlan) -> dict[str, Any]:
+    """The body of POST /v1/clients for a planned client (also what `bapas bench` sends)."""
+    person = p.person
+    return {
+        "program": p.program, "decision": p.decision, "origin_institution": p.origin,
+        "period": {"start_on": p.start.isoformat(), "end_on": p.end.isoformat()},
+        "person": {"full_name": person.full_name, "nik": person.nik,
+                   "birth_date": person.birth_date.isoformat(), "sex": person.sex,
+                   "address": person.address, "phone": person.phone},
+        "family_contact": person.family, "officer_id": p.officer}
+
+
 # ------------------------------------------------------------------------------ HTTP
 
 
@@ -920,14 +932,7 @@ class Demo:
     # ----------------------------------------------------------------------- one client
 
     def registration_body(self, p: ClientPlan) -> dict[str, Any]:
-        person = p.person
-        return {
-            "program": p.program, "decision": p.decision, "origin_institution": p.origin,
-            "period": {"start_on": p.start.isoformat(), "end_on": p.end.isoformat()},
-            "person": {"full_name": person.full_name, "nik": person.nik,
-                       "birth_date": person.birth_date.isoformat(), "sex": person.sex,
-                       "address": person.address, "phone": person.phone},
-            "family_contact": person.family, "officer_id": p.officer}
+        return registration_body(p)
 
     async def client(self, p: ClientPlan) -> Outcome:
         api, staff, T = self.api, self.staff, self.today.date
