@@ -330,10 +330,12 @@ async def lag_view(http: httpx.AsyncClient, urls: dict[str, str]) -> tuple[int |
 
 
 async def caught_up(http: httpx.AsyncClient, urls: dict[str, str], timeout: float,
-                    show: Callable[[int | None, float], None] | None = None) -> float:
-    """Seconds until every consumer of every service had nothing left to apply, as the first
-    of CALM_POLLS polls in a row saw it."""
-    began = time.monotonic()
+                    show: Callable[[int | None, float], None] | None = None,
+                    since: float | None = None) -> float:
+    """Seconds from `since` (a time.monotonic(); default now) until every consumer of every
+    service had nothing left to apply, as the first of CALM_POLLS polls in a row saw it
+    (polls are POLL_EVERY apart: that is the figure's resolution)."""
+    began = time.monotonic() if since is None else since
     calm_since: float | None = None
     calm = 0
     busy: list[str] = []
@@ -696,10 +698,11 @@ async def _api(system: System, callers: int, registrations: int, seconds: float,
         bar = Bar("registrations only", registrations)
         accepted, took = await register_many(d, bodies, registrations, callers,
                                              lambda n: bar.show(n))
+        ended = time.monotonic()
         bar.end()
         reg_rate = len(accepted) / took
         progress(f"registrations: {reg_rate:,.0f}/s; waiting for the projections")
-        settle = await caught_up(http, system.urls, SETTLE_TIMEOUT)
+        settle = await caught_up(http, system.urls, SETTLE_TIMEOUT, since=ended)
         raw2 = await raw_publishes(system.nats_url, RAW_MESSAGES)
         raw = (raw1 + raw2) / 2
         progress(f"caught up {settle:.1f}s after; raw pipelined publishes: {raw2:,.0f}/s")
@@ -799,6 +802,7 @@ async def _wave(system: System, callers: int, clients: int) -> int:
         await caught_up(http, system.urls, SETTLE_TIMEOUT)
         bar = Bar("registrations", clients)
         accepted, took = await register_many(d, bodies, clients, callers, lambda n: bar.show(n))
+        ended = time.monotonic()
         bar.end()
         rate = len(accepted) / took
         progress(f"{len(accepted):,} registrations in {took:.1f}s ({rate:,.0f}/s); "
@@ -810,7 +814,8 @@ async def _wave(system: System, callers: int, clients: int) -> int:
             if total is not None:
                 lagbar.show(max(0, (first_lag or 0) - total), f"lag {total:,}")
 
-        after = await caught_up(http, system.urls, max(SETTLE_TIMEOUT, clients / 50), show)
+        after = await caught_up(http, system.urls, max(SETTLE_TIMEOUT, clients / 50), show,
+                                since=ended)
         lagbar.end()
     lat = d.calls.sorted(REGISTER)
     print(f"\n{len(accepted):,} registrations in {took:.1f}s by {callers} callers "
