@@ -38,7 +38,7 @@ def main() -> None:
     audit    export a client's history to a file, verify such a file offline
     rebuild  rebuild a service's read model from the streams
     demo     fill a running system with a realistic office
-    bench    measure the kernel against raw NATS and PostgreSQL
+    bench    measure the kernel, and the running system over HTTP, against raw operations
     faults   break a system of its own under load and count what survived
     """
 
