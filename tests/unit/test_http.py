@@ -7,6 +7,7 @@ in-process (no server, no NATS, no PostgreSQL).
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from shared.errors import DomainConflict, DomainError
 from shared.metrics import KernelMetrics
+from shared.web.problems import Problem
 from shared.web.app import create_app
 from shared.web.auth import (
     CurrentPrincipal, OfficeScope, Principal, TokenService, not_found, require_roles,
@@ -232,6 +234,26 @@ def test_an_expired_token_is_401_saying_so():
     resp = client().get("/whoami", headers={"Authorization": f"Bearer {expired}"})
     doc = problem(resp, 401)
     assert "expired" in doc["detail"]
+
+
+def test_a_token_verified_before_still_expires():
+    service = TokenService(SECRET)
+    token = service.issue("pk-0007", "jaksel", ["pk"], ttl_s=1)
+    assert service.verify(token).sub == "pk-0007"
+    assert service.verify(token).sub == "pk-0007"  # remembered
+    time.sleep(1.1)  # past its (whole-second) expiry
+    with pytest.raises(Problem) as refused:
+        service.verify(token)
+    assert refused.value.status == 401 and "expired" in refused.value.detail
+
+
+def test_a_remembered_token_vouches_for_no_other():
+    service = TokenService(SECRET)
+    token = service.issue("pk-0007", "jaksel", ["pk"])
+    service.verify(token)
+    head, body, signature = token.split(".")
+    with pytest.raises(Problem):
+        service.verify(f"{head}.{body}.{signature[:-2]}AA")
 
 
 def test_unknown_roles_in_a_token_grant_nothing():
