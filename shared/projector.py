@@ -631,8 +631,14 @@ class ProjectionRunner:
         subscribers = []
         ended = asyncio.Event()
 
+        context = self.broker.context
+
         def handler(stream: str) -> Callable[..., Awaitable[None]]:
-            async def hand_over(message: FsNatsMessage) -> None:
+            # The message comes from FastStream's context, not as an argument: an argument
+            # taken from the context is resolved in a worker thread, a hop per message that
+            # cost this intake most of its time.
+            async def hand_over() -> None:
+                message: FsNatsMessage = context.get_local("message")
                 if ended.is_set():
                     return  # unacked: the next session's consumer delivers it again
                 done = asyncio.get_running_loop().create_future()
