@@ -205,7 +205,8 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
                             if body.family_contact else None),
             officer_id=body.officer_id, registered_at=datetime.now(UTC))
         bind(client_id=client_id)
-        result = await registrar.register(cmd, metadata(request, principal))
+        result = await registrar.register(cmd, metadata(request, principal),
+                                          fresh=idempotency_key is None)
         if result.duplicate and not _same_request(cmd, result.event):
             raise Problem(422, "Idempotency key reused",
                           "this Idempotency-Key was used for a different registration",

@@ -46,6 +46,7 @@ class _Ask:
     ref: CaseRef
     nik_ref: CaseRef
     answer: asyncio.Future
+    fresh: bool  # the client id was just made for this request: no case can hold it yet
 
 
 @dataclass(frozen=True)
@@ -88,17 +89,19 @@ class Registrar:
         loaded = await self.store.load(CONTEXT, ref)
         return fold_client(loaded), loaded
 
-    async def register(self, cmd: RegisterClient, meta: Metadata) -> Registered:
+    async def register(self, cmd: RegisterClient, meta: Metadata, *,
+                       fresh: bool = False) -> Registered:
         """Register a client; a repeat of the same client id answers what is stored.
 
         Event ids derive from the client id, so a retry after a lost answer (or the same
         Idempotency-Key) appends nothing new. Numbers are given in arrival order, without
-        gaps: a refused registration takes none.
+        gaps: a refused registration takes none. `fresh`: the client id was made just now
+        (a new UUIDv7), so its case is not read first; the append still expects it empty.
         """
         book_ref = CaseRef(cmd.office, book_key(cmd.registered_at))
         ask = _Ask(cmd, meta, CaseRef(cmd.office, cmd.client_id),
                    CaseRef(cmd.office, nik_key(cmd.nik)),
-                   asyncio.get_running_loop().create_future())
+                   asyncio.get_running_loop().create_future(), fresh)
         self._waiting.setdefault(book_ref, []).append(ask)
         if book_ref not in self._turns:
             self._turns[book_ref] = asyncio.create_task(self._serve(book_ref))
@@ -125,13 +128,18 @@ class Registrar:
             if not self._waiting.get(book_ref):
                 self._waiting.pop(book_ref, None)
 
+    async def _client(self, ask: _Ask) -> tuple[Client, LoadedCase]:
+        if ask.fresh:
+            return Client(), LoadedCase(ask.ref, CONTEXT, [], CaseVersion.new())
+        return await self.load(ask.ref)
+
     async def _register_group(self, book_ref: CaseRef,
                               asks: list[_Ask]) -> list[Registered | BaseException]:
         for attempt in range(self.max_attempts):
             niks = list(dict.fromkeys(a.nik_ref for a in asks))
             loaded = await asyncio.gather(self.store.last(CONTEXT, book_ref),
                                           *(self.store.last(CONTEXT, n) for n in niks),
-                                          *(self.load(a.ref) for a in asks))
+                                          *(self._client(a) for a in asks))
             book, nik_cases, clients = loaded[0], loaded[1:1 + len(niks)], loaded[1 + len(niks):]
             group = _decide(asks, book, dict(zip(niks, nik_cases, strict=True)), clients)
             try:
