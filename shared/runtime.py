@@ -16,7 +16,7 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,13 +335,25 @@ async def serve(defn: ServiceDefinition, settings: Settings) -> None:
     async with started(defn, settings) as (_, app):
         settle_heap()
         config = uvicorn.Config(app, host=settings.host, port=settings.port(defn.name),
-                                log_config=None, access_log=False, lifespan="off",
+                                http="httptools", log_config=None, access_log=False,
+                                lifespan="off",
                                 timeout_graceful_shutdown=10)
         server = _Server(config)
         log.info("serving", url=f"http://{settings.host}:{settings.port(defn.name)}")
         await server.serve()
         if not server.started:
             raise SystemExit(f"could not listen on {settings.host}:{settings.port(defn.name)}")
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop where it is installed (not on Windows): libuv's event loop costs less per
+    request and per NATS message than asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def main(defn: ServiceDefinition) -> None:
@@ -353,7 +365,7 @@ def main(defn: ServiceDefinition) -> None:
         raise SystemExit(EX_CONFIG) from None
     configure_logging(defn.name, fmt=settings.log_format, level=settings.log_level)
     try:
-        asyncio.run(serve(defn, settings))
+        _run(serve(defn, settings))
     except ProfileError as exc:
         log.error("refusing to start", problem=str(exc))
         print(f"bapas {defn.name}: refusing to start: {exc}", file=sys.stderr)
