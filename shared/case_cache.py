@@ -57,6 +57,10 @@ CASE_CACHE_TABLE = "case_cache"
 # itself from the stream on the case's next load), so an unreachable database costs memory
 # only up to here.
 MAX_WAITING_ROWS = 50_000
+# How long the writer lets rows gather before it writes them: appends one at a time would
+# otherwise cost a write each. A load within it finds the copy one event short, and the
+# stream's last message (which every load reads) is that event: it costs nothing more.
+WRITE_DELAY_S = 0.005
 
 # A row (after stream and subject): sequence, stream_seq, hash, prevhash, headers, body
 _Row = tuple[int, int, str, str, str, bytes]
@@ -96,7 +100,8 @@ class CaseCache:
 
     def __init__(self, pool: asyncpg.Pool, schema: str, *,
                  metrics: KernelMetrics | None = None,
-                 max_waiting_rows: int = MAX_WAITING_ROWS) -> None:
+                 max_waiting_rows: int = MAX_WAITING_ROWS,
+                 write_delay: float = WRITE_DELAY_S) -> None:
         self._pool = pool
         table = f"{quote_ident(schema)}.{CASE_CACHE_TABLE}"
         self.table = table
@@ -113,6 +118,7 @@ class CaseCache:
             "ON CONFLICT (stream, subject, sequence) DO NOTHING")
         self._metrics = metrics or KernelMetrics()
         self._max_waiting_rows = max_waiting_rows
+        self._write_delay = write_delay
         self._waiting: list[_Write] = []
         self._waiting_rows = 0
         self._queued: dict[tuple[str, str], int] = {}  # (stream, subject) -> last sequence
@@ -231,6 +237,7 @@ class CaseCache:
                                                                   name="case-cache-writer")
 
     async def _drain(self) -> None:
+        await asyncio.sleep(self._write_delay)
         while self._waiting:
             batch, self._waiting, self._waiting_rows = self._waiting, [], 0
             try:

@@ -86,8 +86,9 @@ CREATE TABLE IF NOT EXISTS {s}.projection_held_events (
     body       bytea NOT NULL,
     PRIMARY KEY (projection, tag, stream, seq)
 );
--- the service's copy of its own cases' events (shared.case_cache): never the truth
-CREATE TABLE IF NOT EXISTS {s}.case_cache (
+-- the service's copy of its own cases' events (shared.case_cache): never the truth, so
+-- unlogged (no WAL, no fsync; emptied after a crash, when loads read the streams again)
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.case_cache (
     stream     text NOT NULL,
     subject    text NOT NULL,
     sequence   integer NOT NULL,

@@ -173,9 +173,9 @@ async def test_a_long_case_loads_by_reading_only_its_tail(cached, plain, cache, 
     for start in range(0, 300, 50):  # 301 events, more than one batched Direct Get holds
         version = (await cached.append(CONTEXT, ref, [
             ev(Credited(amount=i)) for i in range(start, start + 50)], version)).version
+    await cache.flush()
     first = await cached.load(CONTEXT, ref)
     assert first.from_cache == 301 and first.messages_read == 1
-    await cache.flush()
     version = await write_case(plain, ref, 2, version)
 
     received_before = nc.stats["in_msgs"]
