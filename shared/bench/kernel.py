@@ -26,6 +26,16 @@ What is measured, in this order, on one stream (`<namespace>_BENCH`):
    of 200 events: one whose events lie across the whole fill (a case of many years), one
    appended in one go at its end. Both read 200 messages; what the first costs beyond the
    second grows with the stream, not with the case.
+4. case cache (issue 14): the spread case loaded with and without the service's case cache
+   (`shared.case_cache`: the copy in PostgreSQL and one last-message lookup on the stream),
+   at `stream_size`; then the stream is filled on to `long_stream_size` events (1,000,000)
+   and a second 200-event case, spread over all of it, is loaded the same way. The target:
+   with the cache, p50 and p99 at 1,000,000 at most 1.2 times the same at 100,000. What
+   the cache costs appends is measured in phase 1: the same appends through a store with
+   the cache, its writes finished before the clock stops.
+
+Fills are not measured: on our own servers nats-server runs them without
+`sync_interval: always` and is restarted with it before anything is timed.
 
 It is a benchmark, not a test: nothing here asserts a time.
 """
@@ -59,6 +69,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from .. import natsfast
+from ..case_cache import CaseCache
 from ..db import ensure_kernel_tables, quote_ident
 from ..decider import CommandRunner, Decider
 from ..envelope import GENESIS_HASH, Envelope, ce_type, format_time
@@ -69,7 +80,7 @@ from ..projector import ACK_POLICY, Handler, Projection, ProjectionRunner, Write
 from ..store import DIRECT_GET_BATCH, CaseVersion, EventStore, decode_message
 from ..streams import CaseRef, Topology, ensure_streams
 from ._common import (Endpoints, Figure, Stopwatch, Target, bench_servers, format_table,
-                      machine_summary, percentile, progress, server_versions)
+                      machine_summary, percentile, progress, server_versions, set_nats_sync)
 
 __all__ = ["run", "BENCH", "Noted"]
 
@@ -87,6 +98,8 @@ LOAD_SAMPLES = 2_000
 LOAD_WARMUP = 100
 LONG_CASE_EVENTS = 200       # a case of many years, its events spread over the whole fill
 LONG_SAMPLES = 100
+LONG_STREAM_SIZE = 1_000_000  # where the case cache must keep a long case's load flat
+CACHE_SAMPLES = 200           # loads of each kind (with, without the cache) per stream size
 PROJECTION_BATCH = 256
 # FastStream's batch subscriber holds a short batch until this wait is over (the projector
 # takes what there is), so the run's last batch costs the FastStream figure this much.
@@ -97,6 +110,7 @@ ROUNDS = 3                   # alternating raw/ours rounds per append comparison
 TARGET_APPEND = Target(min_ratio=0.6)       # of pipelined publishes
 TARGET_PROJECTOR = Target(min_ratio=1.0)    # of nats-py's pull consume of the same events
 TARGET_LOAD = Target(max_ratio=1.25)        # of one batched Direct Get, at p50 and at p99
+TARGET_FLAT = Target(max_ratio=1.2)         # cached long case at 1M, of the same at 100k
 
 BENCH = EventRegistry(CONTEXT)
 
@@ -259,16 +273,27 @@ async def publish_all(js: JetStreamContext, messages: Iterable[RawMessage],
 class Bench:
     """The run's connections and everything later phases reuse from earlier ones."""
 
-    nats_url: str
+    endpoints: Endpoints
     nc: NATS
     js: JetStreamContext
     pool: asyncpg.Pool
     topology: Topology
     store: EventStore
+    cache: CaseCache
+    cached: EventStore  # the same store with the case cache, as every service runs it
     events: int
     stream_size: int
+    long_stream_size: int
     figures: list[Figure] = field(default_factory=list)
     parallel_refs: list[CaseRef] = field(default_factory=list)
+    # the 200-event cases spread over the stream: over `stream_size` ("spread") and over
+    # `long_stream_size` ("far", whose events go on through the second fill)
+    long_cases: dict[str, RawCase] = field(default_factory=dict)
+    far_every: int = 0  # fill messages between two of the far case's events, in both fills
+
+    @property
+    def nats_url(self) -> str:
+        return self.endpoints.nats_url
 
     @property
     def stream(self) -> str:
@@ -289,27 +314,35 @@ class Bench:
         return info.state.messages, info.state.last_seq
 
 
-def run(*, events: int = 20_000, stream_size: int = 100_000) -> None:
+def run(*, events: int = 20_000, stream_size: int = 100_000,
+        long_stream_size: int = LONG_STREAM_SIZE) -> None:
     """Entry point of `bapas bench kernel`: prints the machine, the servers and the table."""
     configure_logging("bench", fmt="console", level="warning")
     natsfast.install()  # as every service runs; raw and ours share the one client library
     events = max(events, PARALLEL_CASES * EVENTS_PER_CASE)
     try:
         with bench_servers() as endpoints:
-            asyncio.run(_run(endpoints, events, stream_size))
+            asyncio.run(_run(endpoints, events, stream_size, long_stream_size))
     except KeyboardInterrupt:
         print("interrupted: servers stopped, nothing left running", file=sys.stderr)
         raise SystemExit(130) from None
 
 
-async def _run(endpoints: Endpoints, events: int, stream_size: int) -> None:
+async def _run(endpoints: Endpoints, events: int, stream_size: int,
+               long_stream_size: int) -> None:
     topology = Topology(f"bench_{secrets.token_hex(4)}")
-    nc = await nats.connect(endpoints.nats_url, max_reconnect_attempts=3,
-                            pending_size=32 * 1024 * 1024)
+    # reconnects ride over the restarts around the fills (set_nats_sync)
+    nc = await nats.connect(endpoints.nats_url, max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.2, pending_size=32 * 1024 * 1024)
     pool = await asyncpg.create_pool(endpoints.dsn, min_size=2, max_size=10)
-    bench = Bench(endpoints.nats_url, nc, nc.jetstream(), pool, topology,
-                  EventStore(nc, topology, EventCatalog(BENCH)), events, stream_size)
+    cache = CaseCache(pool, topology.schema(CONTEXT))
+    bench = Bench(endpoints, nc, nc.jetstream(), pool, topology,
+                  EventStore(nc, topology, EventCatalog(BENCH)), cache,
+                  EventStore(nc, topology, EventCatalog(BENCH), cache=cache), events,
+                  stream_size, long_stream_size)
     try:
+        async with pool.acquire() as conn:
+            await ensure_kernel_tables(conn, bench.schema)
         async with pool.acquire() as conn:
             versions = await server_versions(endpoints.monitor_url, conn)
         sample = RawCase(CaseRef(OFFICE, "sample"), "sample").next_message()
@@ -321,12 +354,15 @@ async def _run(endpoints: Endpoints, events: int, stream_size: int) -> None:
         print(f"  postgresql  {versions.postgres}")
         print(f"  event       {len(sample[1]):,} B JSON body + {header_bytes(sample[2]):,} B "
               f"CloudEvents headers")
-        print(f"  run         {events:,} events per append run, {stream_size:,}-event stream "
+        sizes = (f"{stream_size:,}" if long_stream_size <= stream_size
+                 else f"{stream_size:,} and {long_stream_size:,}")
+        print(f"  run         {events:,} events per append run, {sizes}-event stream "
               f"for case loads", flush=True)
         await ensure_streams(bench.js, topology, contexts=(CONTEXT,))
         await bench_appends(bench)
         await bench_projector(bench)
         await bench_case_load(bench)
+        await bench_long_stream(bench)
         print()
         print(format_table(bench.figures))
         print("\nratio = ours / raw: for rates the share of the raw rate we keep, for latencies "
@@ -353,7 +389,7 @@ async def bench_appends(b: Bench) -> None:
     seq_cases = max(1, min(b.events, SEQUENTIAL_CAP) // EVENTS_PER_CASE // ROUNDS)
     par_cases = max(PARALLEL_CASES, b.events // EVENTS_PER_CASE // ROUNDS)
 
-    async def append_case(ref: CaseRef) -> None:
+    async def append_case(ref: CaseRef, store: EventStore = store) -> None:
         """One case's events one at a time, each expecting the version the last one returned
         (what a busy case sees when no one else writes to it)."""
         version = CaseVersion.new()
@@ -375,17 +411,30 @@ async def bench_appends(b: Bench) -> None:
             await in_parallel(refs, parallel, append_case)
         return sw.rate(len(refs) * EVENTS_PER_CASE)
 
+    async def cached_rate(refs: list[CaseRef], parallel: int) -> float:
+        """The same through the store with the case cache; the clock stops when the cache
+        has written every appended event (its writes go behind the appends)."""
+        with Stopwatch() as sw:
+            await in_parallel(refs, parallel, lambda ref: append_case(ref, b.cached))
+            await b.cache.flush()
+        return sw.rate(len(refs) * EVENTS_PER_CASE)
+
     # warm both paths up (connections, inboxes, the stream's first block)
     await raw_rate("warm", 10, 1)
     await ours_rate(case_refs("warmstore", 4), 1)
+    await cached_rate(case_refs("warmcache", 4), 1)
 
     rates: dict[str, list[float]] = {}
     for r in range(ROUNDS):
         rates.setdefault("raw", []).append(await raw_rate(f"rs{r}", seq_cases, 1))
         rates.setdefault("ours", []).append(
             await ours_rate(case_refs(f"os{r}", seq_cases), 1))
+        rates.setdefault("cached", []).append(
+            await cached_rate(case_refs(f"cs{r}", seq_cases), 1))
     b.add(Figure("append, one event at a time", median_of("ours", rates), "events/s",
                  "js.publish, await each ack", median_of("raw", rates), TARGET_APPEND))
+    b.add(Figure("append, one event at a time, with case cache", median_of("cached", rates),
+                 "events/s", "the same without the cache", median_of("ours", rates)))
 
     rates = {}
     for r in range(ROUNDS):
@@ -395,6 +444,8 @@ async def bench_appends(b: Bench) -> None:
         refs = case_refs(f"op{r}", par_cases)
         b.parallel_refs.extend(refs)
         rates.setdefault("ours", []).append(await ours_rate(refs, PARALLEL_CASES))
+        rates.setdefault("cached", []).append(
+            await cached_rate(case_refs(f"cp{r}", par_cases), PARALLEL_CASES))
     ours_parallel = median_of("ours", rates)
     pipelined = {depth: median_of(f"raw{depth}", rates) for depth in PIPELINE_DEPTHS}
     # Held to the target against the better raw pipeline, whichever depth that was; the
@@ -404,6 +455,16 @@ async def bench_appends(b: Bench) -> None:
         b.add(Figure(f"append, {PARALLEL_CASES} cases in parallel", ours_parallel, "events/s",
                      f"js.publish, {depth} in flight", pipelined[depth],
                      TARGET_APPEND if depth == best else None))
+    b.add(Figure(f"append, {PARALLEL_CASES} cases in parallel, with case cache",
+                 median_of("cached", rates), "events/s", "the same without the cache",
+                 ours_parallel))
+    async with b.pool.acquire() as conn:
+        copied = await conn.fetchval(f"SELECT count(*) FROM {b.cache.table} WHERE subject LIKE "
+                                     "'%.cp%' OR subject LIKE '%.cs%'")
+    expected = (ROUNDS * (par_cases + seq_cases)) * EVENTS_PER_CASE
+    if copied != expected:
+        print(f"WARNING: the case cache holds {copied} of the {expected} events appended "
+              "through it", file=sys.stderr)
 
     runner = CommandRunner(store, CONTEXT, NOTES)
     n_cmd_cases = min(b.events, EXTRA_CAP) // EVENTS_PER_CASE
@@ -651,23 +712,21 @@ async def bench_case_load(b: Bench) -> None:
 
     missing = max(0, b.stream_size - messages)
     fill_refs: list[CaseRef] = []
-    spread, burst = raw_cases(b.topology, case_refs("long", 2))
+    spread, burst, far = raw_cases(b.topology, case_refs("long", 3))
     if missing > 2 * LONG_CASE_EVENTS:
         n_fill = missing - 2 * LONG_CASE_EVENTS  # the rest: the two long cases
         fill_refs = case_refs("c", -(-n_fill // EVENTS_PER_CASE))
         cases = raw_cases(b.topology, fill_refs)
-        fill = itertools.chain(
-            spread_through(itertools.islice(interleaved(cases, EVENTS_PER_CASE), n_fill),
-                           spread, n_fill // LONG_CASE_EVENTS),
-            case_by_case([burst], LONG_CASE_EVENTS))
-        reporter = asyncio.create_task(report_fill(b, b.stream_size))
-        try:
-            with Stopwatch() as sw:
-                await publish_all(b.js, fill, max(PIPELINE_DEPTHS))
-        finally:
-            reporter.cancel()
-        progress(f"filled the stream with {missing:,} events in {sw.seconds:.1f} s "
-                 f"({sw.rate(missing):,.0f}/s)")
+        fill: Iterable[RawMessage] = spread_through(
+            itertools.islice(interleaved(cases, EVENTS_PER_CASE), n_fill), spread,
+            n_fill // LONG_CASE_EVENTS)
+        b.long_cases["spread"] = spread
+        if b.long_stream_size > b.stream_size:  # its first events, before the second fill
+            b.long_cases["far"] = far
+            b.far_every = max(1, (b.long_stream_size - messages) // LONG_CASE_EVENTS)
+            fill = spread_through(fill, far, b.far_every)
+        await fill_stream(b, itertools.chain(fill, case_by_case([burst], LONG_CASE_EVENTS)),
+                          b.stream_size)
     messages, _ = await b.stream_state()
 
     pool_refs = fill_refs or b.parallel_refs
@@ -696,11 +755,152 @@ async def bench_case_load(b: Bench) -> None:
                          percentile(times.raw, 0.99)))
 
 
+async def fill_stream(b: Bench, fill: Iterable[RawMessage], goal: int) -> None:
+    """Publish `fill` (pipelined, each acknowledged), not measured: on our own servers
+    without `sync_interval: always`, restored before anything is timed."""
+    before, _ = await b.stream_state()
+    async with unsynced(b):
+        reporter = asyncio.create_task(report_fill(b, goal))
+        try:
+            with Stopwatch() as sw:
+                await publish_all(b.js, fill, max(PIPELINE_DEPTHS))
+        finally:
+            reporter.cancel()
+    after, _ = await b.stream_state()
+    progress(f"filled the stream with {after - before:,} events in {sw.seconds:.1f} s "
+             f"({sw.rate(after - before):,.0f}/s)")
+
+
+@contextlib.asynccontextmanager
+async def unsynced(b: Bench) -> AsyncIterator[None]:
+    """Our own nats-server restarted without `sync_interval: always` for the block, and
+    with it after (a fill of a million events at one fsync each takes minutes); someone
+    else's servers as they are. The client reconnects by itself; we wait for it."""
+    if not set_nats_sync(b.endpoints, False):
+        yield
+        return
+    await reconnected(b)
+    try:
+        yield
+    finally:
+        set_nats_sync(b.endpoints, True)
+        await reconnected(b)
+
+
+async def reconnected(b: Bench, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await b.js.stream_info(b.stream)
+            return
+        except Exception:  # noqa: BLE001 - not connected again yet, or JetStream recovering
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def report_fill(b: Bench, goal: int) -> None:
     while True:
         await asyncio.sleep(5)
         messages, _ = await b.stream_state()
         progress(f"filling: {messages:,} / {goal:,} events")
+
+
+async def bench_long_stream(b: Bench) -> None:
+    """A 200-event case spread over the stream, loaded with and without the case cache, at
+    `stream_size` events and again, a second such case, at `long_stream_size`."""
+    spread = b.long_cases.get("spread")
+    if spread is None:
+        return
+    small, _ = await b.stream_state()
+    at_small = await time_cache(b, spread.ref)
+    report_cache(b, at_small, small)
+    far = b.long_cases.get("far")
+    if far is None:
+        return
+    # the second fill: more cases of five, the far case's events on through them
+    n_fill = max(0, b.long_stream_size - small - (LONG_CASE_EVENTS - far.sequence))
+    refs = case_refs("d", -(-n_fill // EVENTS_PER_CASE))
+    fill = spread_through(itertools.islice(interleaved(raw_cases(b.topology, refs),
+                                                       EVENTS_PER_CASE), n_fill),
+                          far, b.far_every)
+    # whatever of its 200 the spacing left over, at the end
+    await fill_stream(b, itertools.chain(fill, _rest_of(far)), b.long_stream_size)
+    large, _ = await b.stream_state()
+    if far.sequence != LONG_CASE_EVENTS:
+        print(f"WARNING: the far case holds {far.sequence} events", file=sys.stderr)
+    at_large = await time_cache(b, far.ref)
+    report_cache(b, at_large, large)
+    what = f"{LONG_CASE_EVENTS} events spread over the stream"
+    for q in (50, 99):
+        b.add(Figure(f"case load with case cache, {what}, p{q} at {large:,}", at_large.p(
+            "cached", q), "ms", f"the same at {small:,}", at_small.p("cached", q),
+            TARGET_FLAT))
+    for q in (50, 99):
+        b.add(Figure(f"case load without cache, {what}, p{q} at {large:,}", at_large.p(
+            "plain", q), "ms", f"the same at {small:,}", at_small.p("plain", q)))
+
+
+def _rest_of(case: RawCase) -> Iterator[RawMessage]:
+    while case.sequence < LONG_CASE_EVENTS:
+        yield case.next_message()
+
+
+@dataclass
+class CacheTimes:
+    plain: list[float]   # ms, sorted: EventStore.load without the cache
+    cached: list[float]  # ms, sorted: with it
+    reads: list[int]     # messages read from the stream by each cached load
+    from_cache: list[int]
+    events: int
+
+    def p(self, kind: str, q: int) -> float:
+        return percentile(getattr(self, kind), q / 100)
+
+
+async def time_cache(b: Bench, ref: CaseRef, samples: int = CACHE_SAMPLES) -> CacheTimes:
+    """The case loaded by the store without the cache and by the store with it, one load
+    at a time, which goes first alternating. The first cached load copies the case."""
+    first = await b.cached.load(CONTEXT, ref)
+    await b.cache.flush()
+    for _ in range(5):
+        await b.store.load(CONTEXT, ref)
+        await b.cached.load(CONTEXT, ref)
+    t = CacheTimes([], [], [], [], len(first.events))
+
+    async def timed(store: EventStore) -> None:
+        started = time.perf_counter()
+        loaded = await store.load(CONTEXT, ref)
+        ms = (time.perf_counter() - started) * 1000
+        if store is b.cached:
+            t.cached.append(ms)
+            t.reads.append(loaded.messages_read)
+            t.from_cache.append(loaded.from_cache)
+        else:
+            t.plain.append(ms)
+        if len(loaded.events) != t.events:
+            raise RuntimeError(f"a load of {ref.client_id} held {len(loaded.events)} events, "
+                               f"not {t.events}")
+
+    for i in range(samples):
+        for store in ((b.store, b.cached) if i % 2 else (b.cached, b.store)):
+            await timed(store)
+    t.plain.sort()
+    t.cached.sort()
+    return t
+
+
+def report_cache(b: Bench, t: CacheTimes, messages: int) -> None:
+    name = f"case load, {t.events} events spread over {messages:,}-event stream"
+    for q in (50, 99):
+        b.add(Figure(f"{name}, without cache, p{q}", t.p("plain", q), "ms"))
+    for q in (50, 99):
+        b.add(Figure(f"{name}, with case cache, p{q}", t.p("cached", q), "ms",
+                     "the same without cache", t.p("plain", q)))
+    b.add(Figure(f"{name}, with case cache: stream messages read per load",
+                 statistics.mean(t.reads), "msgs"))
+    b.add(Figure(f"{name}, with case cache: events from the cache per load",
+                 statistics.mean(t.from_cache), "events"))
 
 
 @dataclass
