@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+import structlog
 
 from shared.decider import CommandRunner, Decision
 from shared.errors import ConcurrencyError, DomainConflict, DomainError
@@ -35,6 +38,9 @@ class Registered:
 
 def fold_client(loaded: LoadedCase) -> Client:
     return DECIDER.fold([e.data for e in loaded.events])
+
+
+log = structlog.get_logger("bapas.registration")
 
 
 @dataclass(eq=False)
@@ -113,6 +119,7 @@ class Registrar:
         try:
             while queue := self._waiting.get(book_ref):
                 asks, self._waiting[book_ref] = queue[:MAX_GROUP], queue[MAX_GROUP:]
+                started = time.perf_counter()
                 try:
                     answers = await self._register_group(book_ref, asks)
                 except BaseException as exc:  # noqa: BLE001 - every waiter hears of it
@@ -123,6 +130,9 @@ class Registrar:
                         raise
                 for ask, answer in zip(asks, answers, strict=True):
                     _answer(ask, answer)
+                log.debug("registrations decided together", book=book_ref.client_id,
+                          registrations=len(asks), waiting=len(self._waiting.get(book_ref, ())),
+                          ms=round((time.perf_counter() - started) * 1000, 1))
         finally:
             self._turns.pop(book_ref, None)
             if not self._waiting.get(book_ref):
