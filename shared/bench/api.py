@@ -58,6 +58,7 @@ __all__ = ["run_api", "run_wave", "System", "find_system"]
 OFFICE = "jaksel"
 RAW_IN_FLIGHT = 256
 RAW_MESSAGES = 5_000
+IDLE_PINGS = 200
 SEED_PER_CALLER = 2         # cases prepared for visits and stage advances, per caller
 REQUEST_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 300.0
@@ -715,6 +716,11 @@ async def _api(system: System, callers: int, registrations: int, seconds: float,
                                                 callers)
             progress(f"peer: {peer_rate:,.0f}/s")
 
+        idle = Calls()  # the floor with nothing queued ahead: one caller on a calm system
+        d.use(idle)
+        for _ in range(IDLE_PINGS):
+            await d.call(PING, "GET", "guidance", "/v1/ping", d.staff.pk("pk-0001"), ok=(204,))
+
         day_calls = Calls()
         d.use(day_calls)
         progress(f"an office's day: {callers} callers for {seconds:.0f}s")
@@ -731,6 +737,10 @@ async def _api(system: System, callers: int, registrations: int, seconds: float,
     print(f"\nan office's day, {callers} callers, {took_day:.1f}s (latency ratios: to "
           f"{PING} in the same mix; rate ratios: to the raw publishes):")
     print(route_table(day_calls, took_day, raw))
+    idle_ping = idle.sorted(PING)
+    print(f"({PING} with one caller on the calm system: p50 {percentile(idle_ping, 0.5):.2f} ms,"
+          f" p99 {percentile(idle_ping, 0.99):.2f} ms; what the day adds to it is queueing for "
+          "the cores)")
     for line in refusals(only) + refusals(day_calls):
         print(line)
     figures.append(Figure(f"registrations/s, {callers} callers", reg_rate, "regs/s",
