@@ -128,7 +128,7 @@ class CaseCache:
     # --------------------------------------------------------------------------- loading
 
     async def load(self, store: EventStore, context: str, ref: CaseRef) -> LoadedCase:
-        from .store import CaseVersion, LoadedCase, decode_message
+        from .store import CaseVersion, LoadedCase, decode_message  # (store imports us)
 
         stream = store.topology.stream(context)
         subject = store.topology.subject(context, ref)
@@ -178,15 +178,8 @@ class CaseCache:
         self._metrics.case_loads.labels(stream, source).inc()
         events = [decode_message(store.catalog, store.topology, stream, subject, c.stream_seq,
                                  c.headers, c.body) for c in kept]
-        events += [decode_message(store.catalog, store.topology, stream, subject,
-                                  int(m.headers["Nats-Sequence"]), m.headers, m.data)
-                   for m in tail]
-        if events:
-            end_event = events[-1]
-            version = CaseVersion(end_event.stream_seq, end_event.sequence, end_event.hash)
-        else:
-            version = CaseVersion.new()
-        return LoadedCase(ref, context, events, version, messages_read=reads,
+        events += store.decode(stream, subject, tail)
+        return LoadedCase(ref, context, events, CaseVersion.after(events), messages_read=reads,
                           from_cache=len(kept))
 
     async def _read(self, stream: str, subject: str) -> list[asyncpg.Record] | None:

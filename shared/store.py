@@ -61,6 +61,14 @@ class CaseVersion:
     def new(cls) -> CaseVersion:
         return cls()
 
+    @classmethod
+    def after(cls, events: Sequence[RecordedEvent]) -> CaseVersion:
+        """Where a case stands once `events` (its events in order) are all it holds."""
+        if not events:
+            return cls()
+        last = events[-1]
+        return cls(last.stream_seq, last.sequence, last.hash)
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedCase:
@@ -194,15 +202,9 @@ class EventStore:
         stream = self.topology.stream(context)
         subject = self.topology.subject(context, ref)
         messages = await self.read_subject(stream, subject)
-        events = [decode_message(self.catalog, self.topology, stream, subject,
-                                 int(m.headers["Nats-Sequence"]), m.headers, m.data)
-                  for m in messages]
-        if events:
-            last = events[-1]
-            version = CaseVersion(last.stream_seq, last.sequence, last.hash)
-        else:
-            version = CaseVersion.new()
-        return LoadedCase(ref, context, events, version, messages_read=len(messages))
+        events = self.decode(stream, subject, messages)
+        return LoadedCase(ref, context, events, CaseVersion.after(events),
+                          messages_read=len(messages))
 
     async def last(self, context: str, ref: CaseRef) -> LoadedCase:
         """Only the case's last event (or none): enough where a case's state is its last
@@ -210,12 +212,15 @@ class EventStore:
         stream = self.topology.stream(context)
         subject = self.topology.subject(context, ref)
         messages = await self._direct_get(stream, {"last_by_subj": subject}, single=True)
-        events = [decode_message(self.catalog, self.topology, stream, subject,
-                                 int(m.headers["Nats-Sequence"]), m.headers, m.data)
-                  for m in messages]
-        version = (CaseVersion(events[-1].stream_seq, events[-1].sequence, events[-1].hash)
-                   if events else CaseVersion.new())
-        return LoadedCase(ref, context, events, version, messages_read=len(messages))
+        events = self.decode(stream, subject, messages)
+        return LoadedCase(ref, context, events, CaseVersion.after(events),
+                          messages_read=len(messages))
+
+    def decode(self, stream: str, subject: str, messages: Sequence[Msg]) -> list[RecordedEvent]:
+        """Stored messages of one subject, as read, into events (upcast)."""
+        return [decode_message(self.catalog, self.topology, stream, subject,
+                               int(m.headers["Nats-Sequence"]), m.headers, m.data)
+                for m in messages]
 
     async def verify(self, context: str, ref: CaseRef) -> ChainCheck:
         """Recompute the case's hash chain from the stored bytes (bodies are not decoded, so
