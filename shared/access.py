@@ -1,22 +1,31 @@
 """The record of processing (UU 27/2022): who read which client's data, when.
 
-Every read of a client by a person is published, before the answer goes out, to the ACCESS
-stream on the client's subject (`bapas.<office>.access.<client_id>`). The record lives with
-the events, in the store no service can rewrite, and the audit service reads it from there.
+Every read of a client by a person is published to the ACCESS stream on the client's subject
+(`bapas.<office>.access.<client_id>`). The record lives with the events, in the store no
+service can rewrite, and the audit service reads it from there.
 
-While NATS cannot take it (down, or no answer in time) the record goes, still before the
-answer, into the service's own `access_outbox` table in PostgreSQL, and a background job
-publishes what waits there once NATS is back (the event id is its `Nats-Msg-Id`, so a
-record published twice is stored once). So reads that need only PostgreSQL (searches,
-boards) keep working through a NATS outage, and no read goes unrecorded: with both stores
-down the read is refused (503).
+A read does not wait for its record to be stored: the record is queued and a writer
+publishes what is queued at once, all of it in flight together, so the reads of a busy
+moment share the server's writes and none waits on a disk. What the server does not take
+(no answer in time) goes into the service's own `access_outbox` table in PostgreSQL; what
+neither takes stays queued and is tried again. Stopping a service stores what is queued
+before it closes its connections. Only a service killed outright loses the records of the
+moment before, those not yet answered by the server (about one round trip's worth).
+
+While NATS is disconnected the record goes, before the answer, into the outbox, and a
+background job publishes what waits there once NATS is back (the event id is its
+`Nats-Msg-Id`, so a record published twice is stored once). So reads that need only
+PostgreSQL (searches, boards) keep working through a NATS outage, and no read goes
+unrecorded: with both stores down the read is refused (503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from dataclasses import replace
+from collections import deque
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -54,7 +63,19 @@ class ClientDataRead(Event):
     at: datetime
 
 
+@dataclass(slots=True)
+class _Record:
+    id: str
+    subject: str
+    headers: dict[str, str]
+    body: bytes
+
+
 class AccessRecorder:
+    # records queued beyond this make the next reads wait for the writer (memory is bounded)
+    QUEUE_LIMIT = 10_000
+    BATCH = 500  # in flight together
+
     def __init__(self, nc: NATS, topology: Topology, service: str, timeout: float = 5.0, *,
                  pool: asyncpg.Pool | None = None, schema: str | None = None) -> None:
         self._nc = nc
@@ -63,6 +84,12 @@ class AccessRecorder:
         self._service = service
         self._pool = pool
         self._outbox = f"{quote_ident(schema)}.access_outbox" if schema else None
+        self._queue: deque[_Record] = deque()
+        self._queued = 0    # records ever queued
+        self._settled = 0   # of those, stored in the stream or the outbox, in queue order
+        self._arrived = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(self, principal: Principal, ref: CaseRef, what: str,
                      correlation_id: str | None = None) -> None:
@@ -78,23 +105,81 @@ class AccessRecorder:
                        sequence=0, prevhash=GENESIS_HASH, hash="", actor=principal.sub,
                        correlation_id=correlation_id)
         headers = replace(env, hash=env.computed_hash(body)).headers()
-        subject = self._topology.subject("access", ref)
-        if self._nc.is_connected:
-            try:
-                await self._js.publish(subject, body, headers=headers)
-                return
-            except _NATS_DOWN as exc:
-                if self._outbox is None:
-                    raise AppendError(f"could not record the read of {ref.client_id}: "
-                                      f"{exc}") from exc
-                log.warning("access record kept for later: NATS did not take it",
-                            error=type(exc).__name__)
-        if self._outbox is None:
-            raise Unavailable("nats")  # the read is refused, not unrecorded
+        record = _Record(env.id, self._topology.subject("access", ref), headers, body)
+        if not self._nc.is_connected:
+            if self._outbox is None:
+                raise Unavailable("nats")  # the read is refused, not unrecorded
+            await self._keep([record])
+            return
+        self._queue.append(record)
+        self._queued += 1
+        self._arrived.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="access-writer")
+        while len(self._queue) > self.QUEUE_LIMIT:
+            await self._wait_progress()
+
+    async def _keep(self, records: list[_Record]) -> None:
         assert self._pool is not None
-        await self._pool.execute(
-            f"INSERT INTO {self._outbox} (id, subject, headers, body) VALUES ($1, $2, $3, $4)",
-            env.id, subject, json.dumps(headers), body)
+        await self._pool.executemany(
+            f"INSERT INTO {self._outbox} (id, subject, headers, body) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (id) DO NOTHING",
+            [(r.id, r.subject, json.dumps(r.headers), r.body) for r in records])
+
+    async def _write(self) -> None:
+        """Publish what is queued, up to BATCH records in flight at once; what the server
+        does not take goes to the outbox; what neither takes is tried again."""
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._queue:
+                batch = [self._queue[i] for i in range(min(self.BATCH, len(self._queue)))]
+                results = await asyncio.gather(
+                    *(self._js.publish(r.subject, r.body, headers=r.headers) for r in batch),
+                    return_exceptions=True)
+                failed = [r for r, res in zip(batch, results) if isinstance(res, BaseException)]
+                if failed:
+                    try:
+                        if self._outbox is None:
+                            raise AppendError("no outbox")
+                        await self._keep(failed)
+                        log.warning("access records kept for later: NATS did not take them",
+                                    records=len(failed), error=type(next(
+                                        r for r in results if isinstance(r, BaseException))
+                                    ).__name__)
+                    except Exception as exc:  # noqa: BLE001 - kept queued, tried again
+                        log.error("access records could not be stored yet; trying again",
+                                  records=len(failed), error=type(exc).__name__)
+                        await asyncio.sleep(1.0)
+                        continue
+                for _ in batch:
+                    self._queue.popleft()
+                self._settled += len(batch)
+                self._progress.set()
+
+    async def _wait_progress(self) -> None:
+        self._progress.clear()
+        await self._progress.wait()
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every record queued so far is stored (in the stream or the outbox)."""
+        target = self._queued
+        async with asyncio.timeout(timeout):
+            while self._settled < target:
+                await self._wait_progress()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Store what is queued, then stop the writer; what cannot be stored is logged."""
+        try:
+            if self._queue:
+                await self.flush(timeout)
+        except TimeoutError:
+            log.error("access records lost at stop: neither NATS nor PostgreSQL took them",
+                      records=len(self._queue))
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
 
     async def drain(self, every: float = 1.0, batch: int = 500) -> None:
         """Publish what waits in the outbox, oldest first, whenever NATS is connected."""

@@ -188,6 +188,7 @@ class Kernel:
             for task in stuck:
                 log.error("task did not stop when asked", task=task.get_name())
         self._tasks.clear()
+        await self.access.close()  # the queued records of reads, before NATS and the pool go
         await self.case_cache.close()  # its last writes, before the pool goes
         # consumers are stopped and every publish was awaited: nothing left to drain
         # (draining waits on the pull subscriptions' open requests)

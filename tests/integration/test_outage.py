@@ -81,6 +81,7 @@ async def test_with_nats_down_a_search_answers_and_its_access_record_waits(setti
         client_id = first.json()["client_id"]
         await eventually(lambda: reg.http.get("/v1/clients", headers=officer),
                          until=lambda r: r.json()["items"])
+        await reg.kernel.access.flush()  # the searches' records, stored behind their answers
         store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog)
         before = len((await store.load("access", CaseRef("jaksel", client_id))).events)
 

@@ -295,8 +295,10 @@ async def test_every_read_of_a_client_is_recorded(svc):
     cid = (await register(svc)).json()["client_id"]
     await svc.http.get(f"/v1/clients/{cid}", headers=svc.token("jaksel", "head", sub="kabapas"))
     store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog)
-    reads = (await store.load("access", CaseRef("jaksel", cid))).events
-    assert [(e.actor, e.data.what) for e in reads] == [("kabapas", f"GET /v1/clients/{cid}")]
+    reads = await eventually(lambda: store.load("access", CaseRef("jaksel", cid)),
+                             until=lambda loaded: loaded.events)
+    assert [(e.actor, e.data.what) for e in reads.events] == [
+        ("kabapas", f"GET /v1/clients/{cid}")]
 
 
 async def _search(svc, headers, **params) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -53,6 +54,7 @@ async def test_a_read_is_recorded_in_the_access_stream(kernel, nc, topology):
     who = Principal("pk-0007", "jaksel", frozenset({"pk"}))
     ref = CaseRef("jaksel", "client-9")
     await kernel.access.record(who, ref, "GET /v1/clients/client-9", correlation_id="c-1")
+    await kernel.access.flush()  # the read did not wait for its record; it is queued
     store = EventStore(nc, topology, kernel.catalog)
     loaded = await store.load("access", ref)
     (read,) = loaded.events
@@ -61,6 +63,34 @@ async def test_a_read_is_recorded_in_the_access_stream(kernel, nc, topology):
     assert read.correlation_id == "c-1"
     assert json.loads(read.body)["actor_roles"] == ["pk"]
     assert "ClientDataRead" in ACCESS
+
+
+async def test_reads_queued_at_stop_are_stored_before_the_connection_closes(kernel, nc,
+                                                                           topology):
+    who = Principal("kasubsi", "jaksel", frozenset({"supervisor"}))
+    refs = [CaseRef("jaksel", f"client-{i}") for i in range(300)]
+    await asyncio.gather(*(kernel.access.record(who, ref, "GET /v1/clients (search)")
+                           for ref in refs))
+    await kernel.access.close()  # as the service stops: nothing waits on those records
+    store = EventStore(nc, topology, kernel.catalog)
+    loads = await asyncio.gather(*(store.load("access", ref) for ref in refs))
+    assert [len(loaded.events) for loaded in loads] == [1] * len(refs)
+    assert await kernel.access.waiting() == 0  # all in the stream, none in the outbox
+
+
+async def test_a_record_the_stream_does_not_take_goes_to_the_outbox(kernel, nc, namespace):
+    from shared.access import AccessRecorder
+    from shared.streams import Topology
+
+    # a namespace whose streams were never made: the server answers no publish
+    nowhere = Topology(f"{namespace}_gone")
+    recorder = AccessRecorder(nc, nowhere, "ledgerview", timeout=1.0, pool=kernel.pool,
+                              schema=kernel.schema)
+    who = Principal("pk-0007", "jaksel", frozenset({"pk"}))
+    await recorder.record(who, CaseRef("jaksel", "client-1"), "GET /v1/clients/client-1")
+    await recorder.flush()
+    assert await recorder.waiting() == 1  # kept for the drain, not dropped
+    await recorder.close()
 
 
 def ledger_decider():
