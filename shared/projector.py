@@ -134,6 +134,9 @@ class Writer:
         self._cache = sql_cache
         self._ops: list[tuple[str, tuple]] = []
         self.replaying = replaying
+        # what a handler looked up once and may reuse for the rest of this batch (one
+        # transaction); it is gone with the batch
+        self.memo: dict[Any, Any] = {}
 
     def sql(self, template: str) -> str:
         sql = self._cache.get(template)

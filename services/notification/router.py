@@ -99,11 +99,17 @@ class DeliveryRouter(Projection):
             e.office, e.client_id, json.dumps(headers), body, status.value, now, error)
 
     async def _webhooks(self, w: Writer, e: RecordedEvent) -> None:
-        subscriptions = await w.fetch(
-            f"SELECT id, data_level FROM {self.s}.subscriptions WHERE office = $1 "
-            "AND status = 'ACTIVE' AND $2 = ANY(event_types) AND created_at <= $3",
-            e.office, e.type, e.time)
-        for sub in subscriptions:
+        # an office's active subscriptions are read once per batch, not once per event (a
+        # read would also send the batch's buffered writes one event at a time)
+        key = ("subscriptions", e.office)
+        active = w.memo.get(key)
+        if active is None:
+            active = w.memo[key] = await w.fetch(
+                f"SELECT id, data_level, event_types, created_at FROM {self.s}.subscriptions "
+                "WHERE office = $1 AND status = 'ACTIVE' ORDER BY created_at, id", e.office)
+        for sub in active:
+            if e.type not in sub["event_types"] or sub["created_at"] > e.time:
+                continue
             level = DataLevel(sub["data_level"])
             self._record(w, delivery_id=derived_id(e.id, "webhook", sub["id"]),
                          channel=Channel.WEBHOOK, target=f"subscription:{sub['id']}", e=e,
@@ -111,7 +117,10 @@ class DeliveryRouter(Projection):
                          subscription_id=sub["id"])
 
     async def _emails(self, w: Writer, e: RecordedEvent) -> None:
-        client = await w.fetchrow("SELECT * FROM {contacts} WHERE client_id = $1", e.client_id)
+        client = w.memo.get(("contact", e.id))  # the client this very event registered
+        if client is None:
+            client = await w.fetchrow("SELECT * FROM {contacts} WHERE client_id = $1",
+                                      e.client_id)
         if client is None:
             return
         data = json.loads(e.body)
@@ -141,6 +150,13 @@ class DeliveryRouter(Projection):
                   "$5, $6, $7, $8, 'ACTIVE') ON CONFLICT DO NOTHING",
                   x.client_id, x.office, x.officer_id, x.person.full_name, x.register_number,
                   x.program.value, x.person.phone, x.is_child)
+        # the row as inserted, for this event's own e-mail: no read of what was just written
+        # (the checkpoint applies each event once, so the insert above is its first)
+        w.memo[("contact", e.id)] = {
+            "client_id": x.client_id, "office": x.office, "officer_id": x.officer_id,
+            "full_name": x.person.full_name, "register_number": x.register_number,
+            "program": x.program.value, "phone": x.person.phone, "is_child": x.is_child,
+            "status": "ACTIVE"}
 
     async def _assigned(self, w: Writer, e: RecordedEvent[registration.OfficerAssigned]) -> None:
         w.execute("UPDATE {contacts} SET officer_id = $2 WHERE client_id = $1",
