@@ -8,6 +8,13 @@ result for every input (a property test compares the two on random header blocks
 as NATS writes them (`Name: value` lines) are split in one pass and their names and values
 checked as a whole; anything else goes line by line. It is installed only on the nats-py
 version it was compared with; on any other the library's own parser stays.
+
+It also makes a pull subscription's `fetch` time out the way its callers expect: nats-py
+2.16 raises a bare `asyncio.TimeoutError` when a fetch's deadline runs out between its two
+requests, where it otherwise raises `nats.errors.TimeoutError`. FastStream's batch loop
+catches only the latter, so the bare one ended its fetch task and dropped the messages it
+had collected (delivered, never handled). nats' error is a subclass of asyncio's, so any
+caller that caught the bare one still catches it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,11 @@ from __future__ import annotations
 import re
 from importlib.metadata import version as installed_version
 
+import asyncio
+
+import nats.errors
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
 
 __all__ = ["parse_header_lines", "install"]
 
@@ -23,6 +34,7 @@ VERIFIED_VERSIONS = ("2.16.",)
 _BYTES_WHITESPACE = " \t\n\r\x0b\x0c"
 _SPACE = re.compile(r"\s")  # for str patterns: exactly the characters str.isspace() accepts
 _ORIGINAL = Client.__dict__.get("_parse_header_lines")
+_ORIGINAL_FETCH = JetStreamContext.PullSubscription.fetch
 
 
 def parse_header_lines(raw: bytes) -> dict[str, str]:
@@ -69,4 +81,14 @@ def install() -> bool:
     if _ORIGINAL is None or not installed_version("nats-py").startswith(VERIFIED_VERSIONS):
         return False
     Client._parse_header_lines = staticmethod(parse_header_lines)
+    JetStreamContext.PullSubscription.fetch = _fetch
     return True
+
+
+async def _fetch(self, *args, **kwargs):
+    try:
+        return await _ORIGINAL_FETCH(self, *args, **kwargs)
+    except nats.errors.TimeoutError:
+        raise
+    except asyncio.TimeoutError as exc:
+        raise nats.errors.TimeoutError from exc

@@ -228,13 +228,17 @@ class _Puller:
         return batch
 
     async def fetch(self, n: int, wait: float) -> list[Msg]:
-        msgs = await self._request({"batch": n, "no_wait": True}, n, 5.0)
+        msgs = await self.take(n)
         if msgs:
             return msgs
         first = await self._request({"batch": 1, "expires": int(wait * 1e9)}, 1, wait + 5.0)
         if not first or n == 1:
             return first
-        return first + await self._request({"batch": n - 1, "no_wait": True}, n - 1, 5.0)
+        return first + await self.take(n - 1)
+
+    async def take(self, n: int) -> list[Msg]:
+        """Up to n messages that are there now, without waiting for more."""
+        return await self._request({"batch": n, "no_wait": True}, n, 5.0)
 
 
 @dataclass(slots=True)
@@ -249,6 +253,11 @@ class _Item:
 # One ack settles a whole batch: the consumer acks everything up to the sequence acked. The
 # checkpoint, not the consumer, says what was applied, so nothing finer is needed.
 ACK_POLICY = AckPolicy.ALL
+
+# How long a partial batch gathers what follows it before it is applied, in both intakes:
+# what an event waits at most on a quiet stream, and what lets batches grow under load (a
+# transaction, a checkpoint and an ack per batch instead of per few events).
+GATHER_WAIT = 0.05
 
 
 def stream_seq(msg: Msg) -> int:
@@ -302,7 +311,8 @@ class ProjectionRunner:
     def __init__(self, target: Projection | Reactor, *, nc: NATS, pool: asyncpg.Pool,
                  topology: Topology, schema: str, catalog: EventCatalog,
                  metrics: KernelMetrics | None = None, batch_size: int = 256,
-                 fetch_wait: float = 0.5, retry_delays: Sequence[float] = (1.0, 5.0, 30.0),
+                 fetch_wait: float = 0.5, gather_wait: float = GATHER_WAIT,
+                 retry_delays: Sequence[float] = (1.0, 5.0, 30.0),
                  ack_wait: float = 30.0, standby_poll: float = 2.0,
                  broker: NatsBroker | None = None, hub_domain: str = "hub") -> None:
         self.target = target
@@ -324,6 +334,7 @@ class ProjectionRunner:
         self.metrics = metrics or KernelMetrics()
         self.batch_size = batch_size
         self.fetch_wait = fetch_wait
+        self.gather_wait = gather_wait
         self.retry_delays = tuple(retry_delays)
         self.ack_wait = ack_wait
         self.standby_poll = standby_poll
@@ -610,19 +621,20 @@ class ProjectionRunner:
             await asyncio.gather(*fetchers, return_exceptions=True)
 
     async def _consume_with_faststream(self, state: _LoopState) -> None:
-        """FastStream's intake: a JetStream pull subscriber per stream (fetching up to a
-        batch per request, manual acks), bound to the durable consumer our own code
-        provisioned at the checkpoint, with `declare=False`.
+        """FastStream's intake: a JetStream pull subscriber per stream in FastStream's batch
+        mode (up to a batch per handler call, manual acks), bound to the durable consumer our
+        own code provisioned at the checkpoint, with `declare=False`.
 
-        Its handler only hands each message to this loop and waits until the message's
-        batch is applied and acked, so the subscriber fetches again only then, as the
-        kernel's loop would. The loop applies what arrived in consumer-sequence order and
-        between batches retries held cases. FastStream's batch mode is not used: it keeps
-        fetching until the batch is full or its timeout runs out (a partial batch waits the
-        whole timeout), and when nats-py 2.16 raises a bare `asyncio.TimeoutError` from
-        such a fetch (FastStream catches only `nats.errors.TimeoutError`) it drops what it
-        had collected; one ack settles every earlier message (ACK_POLICY), so the next
-        batch would skip those for good."""
+        Its handler only hands each fetched batch to this loop and waits until it is applied
+        and acked, so the subscriber fetches again only then, as the kernel's loop would.
+        The loop applies what arrived in consumer-sequence order and between batches retries
+        held cases. A batch is handed over when it is full or GATHER_WAIT has passed since
+        its fetch began, so a quiet stream's event waits at most that long; one handler call
+        per batch costs about half of one per message (FastStream's middlewares, context and
+        task per call). nats-py's bare `asyncio.TimeoutError`, which made FastStream drop a
+        partial batch, is raised as nats' own (`natsfast`); a batch that went astray anyway
+        shows as a hole in the consumer sequences and restarts the session at the
+        checkpoint."""
         assert self.broker is not None
         tag = state.tag
         waiting: dict[str, list[tuple[Msg, asyncio.Future[None]]]] = {s: [] for s in self.streams}
@@ -645,7 +657,7 @@ class ProjectionRunner:
                 if ended.is_set():
                     return  # unacked: the next session's consumer delivers it again
                 done = asyncio.get_running_loop().create_future()
-                waiting[stream].append((message.raw_message, done))
+                waiting[stream].extend((msg, done) for msg in message.raw_message)
                 arrived.set()
                 await done  # applied and acked, or the session ended
             return hand_over
@@ -662,7 +674,8 @@ class ProjectionRunner:
                 sub = self.broker.subscriber(
                     self.topology.context_filter(self.streams[stream]),
                     stream=JStream(stream, declare=False), durable=durable,
-                    pull_sub=PullSub(batch_size=self.batch_size, timeout=self.fetch_wait),
+                    pull_sub=PullSub(batch_size=self.batch_size, timeout=self.gather_wait or 0.001,
+                                     batch=True),
                     ack_policy=FsAckPolicy.MANUAL, persistent=False, include_in_schema=False)
                 sub(handler(stream))
                 await sub.start()
@@ -790,6 +803,11 @@ class ProjectionRunner:
                 if not msgs:
                     self._no_lag(tag, stream)
                     continue
+                if len(msgs) < self.batch_size and self.gather_wait:
+                    # a partial batch waits a moment for what follows it: under load the
+                    # batches grow, and with them what a transaction and an ack carry
+                    await asyncio.sleep(self.gather_wait)
+                    msgs += await puller.take(self.batch_size - len(msgs))
                 self._fetched_batch(tag, stream, msgs)
                 await queue.put((stream, msgs))
         finally:

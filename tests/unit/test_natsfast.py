@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,3 +45,35 @@ def test_a_real_event_header_block():
     parsed = parse_header_lines(raw)
     assert parsed == original_parser()(raw)
     assert parsed["ce-time"] == "2026-11-30T09:44:28.734253Z" and parsed["ce-actor"] == "pék"
+
+
+async def test_a_fetch_whose_deadline_runs_out_between_requests_raises_nats_timeout(monkeypatch):
+    """nats-py 2.16 raises a bare asyncio.TimeoutError there; FastStream's batch loop catches
+    only nats' own and would drop the batch it had collected."""
+    import asyncio
+
+    import nats.errors
+
+    from shared import natsfast
+
+    async def deadline_spent(self, *args, **kwargs):
+        raise asyncio.TimeoutError  # as nats-py's _fetch_n does when no time is left
+
+    monkeypatch.setattr(natsfast, "_ORIGINAL_FETCH", deadline_spent)
+    with pytest.raises(nats.errors.TimeoutError):
+        await natsfast._fetch(object(), batch=10, timeout=0.05)
+
+    async def delivered(self, *args, **kwargs):
+        return ["m1", "m2"]
+
+    monkeypatch.setattr(natsfast, "_ORIGINAL_FETCH", delivered)
+    assert await natsfast._fetch(object(), batch=10, timeout=0.05) == ["m1", "m2"]
+
+
+def test_the_fetch_fix_is_installed_with_the_parser():
+    from nats.js.client import JetStreamContext
+
+    from shared import natsfast
+
+    assert natsfast.install()
+    assert JetStreamContext.PullSubscription.fetch is natsfast._fetch
