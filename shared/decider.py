@@ -69,7 +69,8 @@ class CommandRunner(Generic[C, S]):
                   at: datetime | None = None,
                   event_id: Callable[[int], str] | None = None,
                   identify: Callable[[Event], str | None] | None = None,
-                  guard: Callable[[S], None] | None = None) -> Decision[S]:
+                  guard: Callable[[S], None] | None = None,
+                  presume_new: bool = False) -> Decision[S]:
         """Decide `command` on the case and append the outcome.
 
         Event ids are fixed on the first attempt and reused by every retry, so that an append
@@ -79,6 +80,11 @@ class CommandRunner(Generic[C, S]):
         Events whose ids the case already holds are not appended again. `guard(state)` runs
         on the loaded case before deciding (may the caller act on it?), so that checking and
         deciding share one read.
+
+        `presume_new` decides the first attempt on an empty case without reading it (a case
+        that a registration has just begun is empty nearly always): the append expects the
+        case to hold nothing, so if it holds anything the append is refused and the command
+        is decided again on the case as loaded.
 
         With the caller's `Idempotency-Key` (`meta.idempotency_key`) the ids derive from it: a
         repeat of a command the case already holds (its answer was lost, the caller retried)
@@ -91,16 +97,30 @@ class CommandRunner(Generic[C, S]):
         if event_id is None and key is not None:
             def event_id(i: int) -> str:
                 return derived_id("command", self.context, ref.office, ref.client_id, key, i)
-        for attempt in range(1, self.max_attempts + 1):
-            state, version, history = await self.load_state(ref)
-            if guard is not None:
+        # attempt 0, when the case is presumed new, reads nothing; the others read the case
+        for attempt in range(0 if presume_new else 1, self.max_attempts + 1):
+            presumed = attempt == 0
+            if presumed:
+                state, version, history = self.decider.fold([]), CaseVersion.new(), []
+                try:
+                    if guard is not None:
+                        guard(state)
+                    produced = list(self.decider.decide(command, state))
+                except DomainError:
+                    produced = []
+                if not produced:  # refused or nothing to do on an empty case: read it
+                    continue
+            else:
+                state, version, history = await self.load_state(ref)
+            if guard is not None and not presumed:
                 guard(state)
             if key is not None and event_id is not None:
                 earlier = _stored_by(event_id, history)
                 if earlier:
                     self._metrics.decisions.labels(name, "repeated").inc()
                     return Decision(earlier, state, version, duplicate=True)
-            produced = list(self.decider.decide(command, state))
+            if not presumed:
+                produced = list(self.decider.decide(command, state))
             while len(ids) < len(produced):
                 ids.append(event_id(len(ids)) if event_id else new_id())
             chosen = [(identify(ev) if identify else None) or ids[i]
@@ -115,8 +135,9 @@ class CommandRunner(Generic[C, S]):
             try:
                 result: AppendResult = await self.store.append(self.context, ref, new, version)
             except ConcurrencyError:
-                log.info("decision conflicted; deciding again", command=name, attempt=attempt,
-                         client_id=ref.client_id)
+                (log.debug if presumed else log.info)(
+                    "decision conflicted; deciding again", command=name, attempt=attempt,
+                    client_id=ref.client_id)
                 continue
             for ev in result.events:
                 state = self.decider.evolve(state, ev.data)
@@ -139,7 +160,7 @@ def _stored_by(event_id: Callable[[int], str], history: list[RecordedEvent]
 
 
 async def react(runner: CommandRunner, reaction: str, cause: RecordedEvent,
-                command: object) -> Decision | None:
+                command: object, *, presume_new: bool = False) -> Decision | None:
     """Run `command` on the case `cause` is about, as the reaction named `reaction`.
 
     The events get ids derived from the cause and the reaction, so a reaction that runs
@@ -151,7 +172,7 @@ async def react(runner: CommandRunner, reaction: str, cause: RecordedEvent,
         return await runner.run(
             CaseRef(cause.office, cause.client_id), command,
             Metadata(f"system:{reaction}", cause.correlation_id or cause.id, cause.id),
-            event_id=lambda i: derived_id(cause.id, reaction, i))
+            event_id=lambda i: derived_id(cause.id, reaction, i), presume_new=presume_new)
     except DomainError as refused:
         log.info("reaction refused by the case", reaction=reaction, event=cause.type,
                  client_id=cause.client_id, reason=refused.message)

@@ -26,17 +26,18 @@ class FollowRegistration(Reactor):
                 registration.OfficerAssigned: self.assigned,
                 registration.ClientTransferred: self.transferred}
 
-    async def _run(self, e: RecordedEvent, cmd: object) -> None:
-        await react(self.runner, self.name, e, cmd)
+    async def _run(self, e: RecordedEvent, cmd: object, *, presume_new: bool = False) -> None:
+        await react(self.runner, self.name, e, cmd, presume_new=presume_new)
 
     async def registered(self, e: RecordedEvent[registration.ClientRegistered]) -> None:
         x = e.data
         link = x.transferred_from.model_dump() if x.transferred_from else None
+        # a client just registered: its case here is new, so it is not read first
         await self._run(e, d.OpenGuidance(
             client_id=x.client_id, office=x.office, program=x.program.value,
             period_start_on=x.period.start_on, period_end_on=x.period.end_on,
             officer_id=x.officer_id, is_child=x.is_child, at=x.registered_at,
-            policy=self.policy, transferred_from=link))
+            policy=self.policy, transferred_from=link), presume_new=True)
 
     async def assigned(self, e: RecordedEvent[registration.OfficerAssigned]) -> None:
         await self._run(e, d.FollowOfficer(e.data.officer_id, e.data.assigned_at, self.policy))

@@ -24,15 +24,16 @@ class FollowOtherContexts(Reactor):
                 registration.OfficerAssigned: self.assigned,
                 GuidanceClosed: self.closed}
 
-    async def _run(self, e: RecordedEvent, cmd: object) -> None:
-        await react(self.runner, self.name, e, cmd)
+    async def _run(self, e: RecordedEvent, cmd: object, *, presume_new: bool = False) -> None:
+        await react(self.runner, self.name, e, cmd, presume_new=presume_new)
 
     async def registered(self, e: RecordedEvent[registration.ClientRegistered]) -> None:
         x = e.data
+        # a client just registered: its case here is new, so it is not read first
         await self._run(e, d.StartSupervision(
             client_id=x.client_id, office=x.office, program=x.program.value,
             officer_id=x.officer_id, is_child=x.is_child, period_start_on=x.period.start_on,
-            period_end_on=x.period.end_on, at=x.registered_at))
+            period_end_on=x.period.end_on, at=x.registered_at), presume_new=True)
 
     async def assigned(self, e: RecordedEvent[registration.OfficerAssigned]) -> None:
         await self._run(e, d.FollowOfficer(e.data.officer_id))

@@ -157,6 +157,21 @@ async def test_the_command_runner_re_decides_on_conflict(store):
     assert state.balance == 3 and version.sequence == 3
 
 
+async def test_a_command_presumed_new_on_a_case_that_exists_is_decided_on_the_case(store):
+    runner = CommandRunner(store, "ledger", Decider(ledger.Account(), ledger.decide, ledger.evolve))
+    ref = case()
+    opened = await runner.run(ref, ledger.Open("a"), META, presume_new=True)  # not read first
+    assert opened.version.sequence == 1
+    await runner.run(ref, ledger.Credit(10), META)
+    # presumed empty, the append expects nothing there and is refused; decided again on the
+    # case as it is, the rule refuses a second opening
+    with pytest.raises(DomainError):
+        await runner.run(ref, ledger.Open("b"), META, presume_new=True)
+    # and a debit presumed new sees the balance, not an empty account
+    debited = await runner.run(ref, ledger.Debit(4), META, presume_new=True)
+    assert debited.state.balance == 6 and debited.version.sequence == 3
+
+
 async def test_a_reaction_with_derived_ids_appends_once_however_often_it_runs(store):
     runner = CommandRunner(store, "ledger", Decider(ledger.Account(), ledger.decide, ledger.evolve))
     ref = case()

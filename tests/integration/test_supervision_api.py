@@ -89,8 +89,11 @@ async def test_scenario_2_three_missed_reports_make_a_khusus_violation_and_a_rev
     assert view["status"] == "ACTIVE" and view["consecutive_missed"] == 3
     case = (await gd.http.get(f"/v1/cases/{cid}", headers=gd.token())).json()
     assert case["status"] == "OPEN" and case["revocation"] is None  # nothing revoked
-    board = await eventually(lambda: sv.http.get("/v1/compliance", headers=sv.token()),
-                             until=lambda r: r.json()["entries"])
+    # the board is a projection: it shows the sweep's events once it has applied them
+    board = await eventually(
+        lambda: sv.http.get("/v1/compliance", headers=sv.token()),
+        until=lambda r: r.json()["entries"] and {"VIOLATION_AWAITING_TPP", "REPORT_MISSED"}
+        <= {i["kind"] for i in r.json()["entries"][0]["items"]}, timeout=10)
     kinds = {i["kind"] for i in board.json()["entries"][0]["items"]}
     assert {"VIOLATION_AWAITING_TPP", "REPORT_MISSED"} <= kinds
 
