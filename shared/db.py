@@ -31,11 +31,35 @@ def quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
+class Connection(asyncpg.Connection):
+    """A pooled connection that knows whether its session holds state a release must undo.
+
+    asyncpg resets every connection it takes back with a query of its own (unlock advisory
+    locks, close cursors, unlisten, reset settings): a round trip on every `pool.fetch`,
+    awaited before the result is returned. Our sessions hold none of that, except the
+    projector's leadership connection, which takes an advisory lock and says so with
+    `holds_session_state()`. Only such a connection gets the full reset; an open transaction
+    is rolled back on every release, as asyncpg always does."""
+
+    __slots__ = ("_holds_session_state",)
+
+    def holds_session_state(self) -> None:
+        self._holds_session_state = True
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    # asyncpg has already rolled back an open transaction and dropped listeners
+    if getattr(conn, "_holds_session_state", False):
+        conn._holds_session_state = False
+        await conn.execute(conn.get_reset_query())
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     # connecting gives up after 3 s (asyncpg's default is 60): an unreachable database is
     # answered 503 at once, not after a minute
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     command_timeout=30, timeout=3)
+                                     command_timeout=30, timeout=3,
+                                     connection_class=Connection, reset=_reset)
 
 
 KERNEL_DDL = """

@@ -360,6 +360,8 @@ class ProjectionRunner:
         while True:
             try:
                 async with self.pool.acquire() as lock_conn:
+                    if hasattr(lock_conn, "holds_session_state"):  # a kernel pool's connection
+                        lock_conn.holds_session_state()  # the lock goes with a release
                     got = await lock_conn.fetchval(
                         "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))",
                         self.schema, self.name)
