@@ -133,6 +133,7 @@ class Writer:
         self._names = names
         self._cache = sql_cache
         self._ops: list[tuple[str, tuple]] = []
+        self._unordered: dict[str, list[tuple]] = {}
         self.replaying = replaying
         # what a handler looked up once and may reuse for the rest of this batch (one
         # transaction); it is gone with the batch
@@ -146,6 +147,13 @@ class Writer:
 
     def execute(self, template: str, *args: Any) -> None:
         self._ops.append((self.sql(template), args))
+
+    def execute_unordered(self, template: str, *args: Any) -> None:
+        """A write whose order against the batch's other writes does not matter (a row
+        inserted once by its own id, in a table nothing else in the batch writes): all of
+        them go in one `executemany` after the ordered writes, instead of breaking their
+        runs one statement at a time."""
+        self._unordered.setdefault(self.sql(template), []).append(args)
 
     async def fetch(self, template: str, *args: Any) -> list[asyncpg.Record]:
         await self.flush()
@@ -161,6 +169,7 @@ class Writer:
 
     async def flush(self) -> None:
         ops, self._ops = self._ops, []
+        unordered, self._unordered = self._unordered, {}
         i = 0
         while i < len(ops):
             sql = ops[i][0]
@@ -172,6 +181,8 @@ class Writer:
             else:
                 await self._conn.executemany(sql, [args for _, args in ops[i:j]])
             i = j
+        for sql, rows in unordered.items():
+            await self._conn.executemany(sql, rows)
 
 
 class _Puller:

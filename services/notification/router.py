@@ -90,7 +90,8 @@ class DeliveryRouter(Projection):
                 subscription_id: str | None = None, recipient: str | None = None,
                 status: DeliveryStatus = DeliveryStatus.PENDING, error: str | None = None) -> None:
         now = datetime.now(UTC)
-        w.execute(
+        # one row per (event, recipient) by its derived id; nothing else in a batch writes it
+        w.execute_unordered(
             f"INSERT INTO {self.s}.deliveries (id, channel, target, subscription_id, recipient, "
             "event_id, event_type, office, client_id, headers, body, status, next_attempt_at, "
             "last_error, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, "

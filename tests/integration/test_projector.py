@@ -335,3 +335,28 @@ async def test_one_ack_per_batch_and_an_older_explicit_ack_consumer_is_replaced(
         await eventually(lambda: projected(pool, schema),
                          equals=await fold_all(store, refs + more))
         await eventually(consumer, equals=(AckPolicy.ALL, 0, 0))
+
+
+async def test_a_writer_sends_unordered_writes_together_and_before_any_read(pool, namespace):
+    from shared.projector import Writer
+
+    names = {"seen": f'"wr_{namespace}_seen"', "log": f'"wr_{namespace}_log"'}
+    async with pool.acquire() as conn:
+        for t in names.values():
+            await conn.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, v int)")
+        try:
+            async with conn.transaction():
+                w = Writer(conn, names, False, {})
+                for i in range(5):  # ordered: the second write of a row comes after the first
+                    w.execute("INSERT INTO {seen} (id, v) VALUES ($1, 0)", i)
+                    w.execute_unordered("INSERT INTO {log} (id, v) VALUES ($1, $2)", i, i * 10)
+                    w.execute("UPDATE {seen} SET v = v + 1 WHERE id = $1", i)
+                # a read sends what is buffered first, the unordered rows included
+                assert await w.fetchval("SELECT count(*) FROM {log}") == 5
+                w.execute_unordered("INSERT INTO {log} (id, v) VALUES ($1, $2)", 9, 90)
+                await w.flush()
+            assert await conn.fetchval(f"SELECT sum(v) FROM {names['seen']}") == 5
+            assert await conn.fetchval(f"SELECT sum(v) FROM {names['log']}") == 190
+        finally:
+            for t in names.values():
+                await conn.execute(f"DROP TABLE {t}")
