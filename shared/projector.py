@@ -268,7 +268,7 @@ ACK_POLICY = AckPolicy.ALL
 # How long a partial batch gathers what follows it before it is applied, in both intakes:
 # what an event waits at most on a quiet stream, and what lets batches grow under load (a
 # transaction, a checkpoint and an ack per batch instead of per few events).
-GATHER_WAIT = 0.05
+GATHER_WAIT = 0.1
 
 
 def stream_seq(msg: Msg) -> int:
