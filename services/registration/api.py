@@ -221,15 +221,18 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
     async def get_client(client_id: ClientId, request: Request,
                          principal: CurrentPrincipal) -> dict[str, Any]:
         bind(client_id=client_id)
-        # Most reads are of the caller's own office's clients: load that case while the
-        # directory says which office holds the client, and again only if it is another.
-        row, (state, loaded) = await asyncio.gather(
-            kernel.pool.fetchrow(f"SELECT office FROM {clients} WHERE client_id = $1",
-                                 client_id),
-            registrar.load(CaseRef(principal.office, client_id)))
-        office = row["office"] if row else principal.office
-        if office != principal.office:
-            state, loaded = await registrar.load(CaseRef(office, client_id))
+        # Most reads are of the caller's own office's clients: load that case first. A
+        # client id is made for one registration at one office (a transfer makes a new one),
+        # so a case found there is the client's; only when none is does the directory say
+        # which office holds the client.
+        office = principal.office
+        state, loaded = await registrar.load(CaseRef(office, client_id))
+        if state.registered is None:
+            row = await kernel.pool.fetchrow(
+                f"SELECT office FROM {clients} WHERE client_id = $1", client_id)
+            if row and row["office"] != office:
+                office = row["office"]
+                state, loaded = await registrar.load(CaseRef(office, client_id))
         if state.registered is None:
             raise not_found()
         moved_to = state.transferred_to.office if state.transferred_to else None
