@@ -137,16 +137,15 @@ class AccessRecorder:
                 results = await asyncio.gather(
                     *(self._js.publish(r.subject, r.body, headers=r.headers) for r in batch),
                     return_exceptions=True)
-                failed = [r for r, res in zip(batch, results) if isinstance(res, BaseException)]
+                failed = [(r, res) for r, res in zip(batch, results)
+                          if isinstance(res, BaseException)]
                 if failed:
                     try:
                         if self._outbox is None:
                             raise AppendError("no outbox")
-                        await self._keep(failed)
+                        await self._keep([r for r, _ in failed])
                         log.warning("access records kept for later: NATS did not take them",
-                                    records=len(failed), error=type(next(
-                                        r for r in results if isinstance(r, BaseException))
-                                    ).__name__)
+                                    records=len(failed), error=type(failed[0][1]).__name__)
                     except Exception as exc:  # noqa: BLE001 - kept queued, tried again
                         log.error("access records could not be stored yet; trying again",
                                   records=len(failed), error=type(exc).__name__)

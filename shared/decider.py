@@ -102,25 +102,23 @@ class CommandRunner(Generic[C, S]):
             presumed = attempt == 0
             if presumed:
                 state, version, history = self.decider.fold([]), CaseVersion.new(), []
-                try:
-                    if guard is not None:
-                        guard(state)
-                    produced = list(self.decider.decide(command, state))
-                except DomainError:
-                    produced = []
-                if not produced:  # refused or nothing to do on an empty case: read it
-                    continue
             else:
                 state, version, history = await self.load_state(ref)
-            if guard is not None and not presumed:
-                guard(state)
-            if key is not None and event_id is not None:
-                earlier = _stored_by(event_id, history)
-                if earlier:
-                    self._metrics.decisions.labels(name, "repeated").inc()
-                    return Decision(earlier, state, version, duplicate=True)
-            if not presumed:
+            try:
+                if guard is not None:
+                    guard(state)
+                if key is not None and event_id is not None:
+                    earlier = _stored_by(event_id, history)
+                    if earlier:
+                        self._metrics.decisions.labels(name, "repeated").inc()
+                        return Decision(earlier, state, version, duplicate=True)
                 produced = list(self.decider.decide(command, state))
+            except DomainError:
+                if presumed:
+                    continue  # refused on an empty case: the case as it is decides
+                raise
+            if presumed and not produced:
+                continue  # nothing to do on an empty case: read it
             while len(ids) < len(produced):
                 ids.append(event_id(len(ids)) if event_id else new_id())
             chosen = [(identify(ev) if identify else None) or ids[i]

@@ -146,18 +146,16 @@ class DeliveryRouter(Projection):
 
     async def _registered(self, w: Writer, e: RecordedEvent[registration.ClientRegistered]) -> None:
         x = e.data
+        row = {"client_id": x.client_id, "office": x.office, "officer_id": x.officer_id,
+               "full_name": x.person.full_name, "register_number": x.register_number,
+               "program": x.program.value, "phone": x.person.phone, "is_child": x.is_child,
+               "status": "ACTIVE"}
         w.execute("INSERT INTO {contacts} (client_id, office, officer_id, full_name, "
                   "register_number, program, phone, is_child, status) VALUES ($1, $2, $3, $4, "
-                  "$5, $6, $7, $8, 'ACTIVE') ON CONFLICT DO NOTHING",
-                  x.client_id, x.office, x.officer_id, x.person.full_name, x.register_number,
-                  x.program.value, x.person.phone, x.is_child)
+                  "$5, $6, $7, $8, $9) ON CONFLICT DO NOTHING", *row.values())
         # the row as inserted, for this event's own e-mail: no read of what was just written
         # (the checkpoint applies each event once, so the insert above is its first)
-        w.memo[("contact", e.id)] = {
-            "client_id": x.client_id, "office": x.office, "officer_id": x.officer_id,
-            "full_name": x.person.full_name, "register_number": x.register_number,
-            "program": x.program.value, "phone": x.person.phone, "is_child": x.is_child,
-            "status": "ACTIVE"}
+        w.memo[("contact", e.id)] = row
 
     async def _assigned(self, w: Writer, e: RecordedEvent[registration.OfficerAssigned]) -> None:
         w.execute("UPDATE {contacts} SET officer_id = $2 WHERE client_id = $1",
