@@ -42,7 +42,7 @@ from .settings import Settings
 from .store import EventStore
 from .streams import Topology, check_server_profile, ensure_streams
 from .web.app import create_app
-from .web.auth import TokenService
+from .web.auth import TokenService, identity_provider
 
 __all__ = ["ServiceDefinition", "ServiceParts", "Kernel", "main", "serve", "build_app"]
 
@@ -95,7 +95,8 @@ class Kernel:
             EventStore(nc, self.topology, self.catalog, metrics=self.metrics,
                        api_prefix=f"$JS.{settings.hub_domain}.API")
             if self.topology.office else self.store)
-        self.tokens = TokenService(settings.secret(), settings.jwt_issuer)
+        self.tokens = TokenService(settings.secret(), settings.jwt_issuer,
+                                   provider=identity_provider(settings))
         self.access = AccessRecorder(nc, self.topology, service, pool=pool, schema=self.schema)
         self.runners: list[ProjectionRunner] = []
         self.profile_problem: str | None = None

@@ -13,10 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .streams import Topology, default_monitor_url
 
-__all__ = ["Settings", "SERVICE_PORTS", "DEV_DATABASE_URL"]
+__all__ = ["Settings", "SERVICE_PORTS", "CONSOLE_PORT", "DEV_DATABASE_URL"]
 
 SERVICE_PORTS = {"registration": 8101, "guidance": 8102, "supervision": 8103,
                  "notification": 8104, "audit": 8105}
+CONSOLE_PORT = 8106  # the officers' console: a web front end, not a context (no events)
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/bapas"
 
 
@@ -48,6 +49,29 @@ class Settings(BaseSettings):
     supervision_port: int = SERVICE_PORTS["supervision"]
     notification_port: int = SERVICE_PORTS["notification"]
     audit_port: int = SERVICE_PORTS["audit"]
+    console_port: int = CONSOLE_PORT
+    # OpenID Connect: the office's identity provider. Services accept its RS256/ES256 tokens
+    # (keys from its JWKS) besides the HS256 tokens signed with `jwt_secret`; the console
+    # signs officers in with the authorization-code flow.
+    oidc_issuer: str | None = Field(None, description="the provider's issuer URL; its "
+                                    "/.well-known/openid-configuration names the JWKS")
+    oidc_audience: str | None = Field(None, description="the `aud` the provider's tokens "
+                                      "carry for bapas (default: oidc_client_id)")
+    oidc_jwks_url: str | None = Field(None, description="the JWKS, if not from discovery")
+    oidc_office_claim: str = "office"
+    oidc_roles_claim: str = "roles"
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    # The console
+    console_secret: SecretStr | None = Field(None, description="signs the console's session "
+                                             "cookies (at least 32 characters)")
+    console_public_url: str | None = Field(None, description="where officers reach the "
+                                           "console (the OIDC redirect URI is built on it)")
+    registration_url: str | None = None  # default: http://{host}:{registration_port}
+    guidance_url: str | None = None
+    supervision_url: str | None = None
+    notification_url: str | None = None
+    audit_url: str | None = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     projection_batch: int = Field(256, ge=1, le=4096)
@@ -89,6 +113,11 @@ class Settings(BaseSettings):
 
     def port(self, service: str) -> int:
         return getattr(self, f"{service}_port")
+
+    def url(self, service: str) -> str:
+        """Where another service answers over HTTP (the console calls them there)."""
+        return (getattr(self, f"{service}_url") or
+                f"http://{self.host}:{self.port(service)}").rstrip("/")
 
     def secret(self) -> str:
         if self.jwt_secret is None:
