@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
+from services.registration.events import Program
 from shared.decider import Decision
 from shared.ids import new_id
 from shared.office_time import office_date
@@ -16,10 +17,11 @@ from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, metadata,
 from shared.web.cases import CaseFinder, ChangedOut
 from shared.web.inputs import Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
+from shared.web.reports import MonthlyScope, Tally, counts
 
 from . import domain as d
 from .desk import GuidanceDesk
-from .events import CONTEXT, Frequency
+from .events import CONTEXT, CloseReason, Frequency, LitmasPurpose, TppOutcome, TppSubject
 from .views import DueFacts, case_view, open_items
 
 STAFF = ("pk", "supervisor", "head")
@@ -121,6 +123,36 @@ class Worklist(BaseModel):
     officer_id: str
     office: str
     cases: list[WorklistCase]
+
+
+class GuidanceMonth(BaseModel):
+    """Guidance's part of the monthly report (laporan bulanan): counts only. Cases are
+    counted on their dates in the office's calendar: a closure on its closing date, a TPP
+    decision on the day the panel met."""
+
+    office: str
+    month: str = Field(description="YYYY-MM, the office's calendar (WIB)")
+    active_cases: int = Field(description="cases open at the end of the month (for the "
+                              "current month: so far)")
+    active_by_program: dict[str, int]
+    active_by_stage: dict[str, int]
+    active_by_program_and_stage: dict[str, dict[str, int]]
+    closures: int
+    closures_by_reason: dict[str, int]
+    revocations: int = Field(description="revocations imposed by the head of the office")
+    revocations_proposed: int = Field(description="revocations proposed on a TPP "
+                                      "recommendation")
+    litmas_submitted: int
+    litmas_by_purpose: dict[str, int]
+    litmas_submitted_late: int
+    litmas_overdue: int = Field(description="litmas found overdue in the month")
+    tpp_decisions: int
+    tpp_decisions_by_subject: dict[str, int]
+    tpp_decisions_by_outcome: dict[str, int]
+
+
+PROGRAMS = [p.value for p in Program]
+STAGES = [s.value for s in d.Stage]
 
 
 def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
@@ -276,5 +308,51 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
                                        items=items))
         listed.sort(key=lambda c: min((i["due"] or "~" for i in c.items), default="~"))
         return Worklist(officer_id=officer_id, office=principal.office, cases=listed)
+
+    report_cases = f'"{kernel.schema}".report_cases'
+    report_stages = f'"{kernel.schema}".report_stages'
+    report_facts = f'"{kernel.schema}".report_facts'
+
+    @api.get("/reports/monthly", response_model=GuidanceMonth, tags=["reports"],
+             summary="The office's open cases at the end of a month, and its closures, "
+                     "revocations, litmas and TPP decisions (guidance's part of the laporan "
+                     "bulanan)")
+    async def monthly_report(scope: MonthlyScope) -> GuidanceMonth:
+        first, after = scope.month.first_day, scope.month.next_first_day
+        active = await kernel.pool.fetch(
+            f"""SELECT c.program, s.stage, count(*) AS n FROM {report_cases} c
+                CROSS JOIN LATERAL (SELECT stage FROM {report_stages} st
+                                    WHERE st.client_id = c.client_id AND st.since_on < $2
+                                    ORDER BY st.rank DESC LIMIT 1) s
+                WHERE c.office = $1 AND c.opened_on < $2
+                  AND (c.closed_on IS NULL OR c.closed_on >= $2)
+                GROUP BY c.program, s.stage""", scope.office, after)
+        facts = await kernel.pool.fetch(
+            f"""SELECT kind, key, count(*) AS n FROM {report_facts}
+                WHERE office = $1 AND on_date >= $2 AND on_date < $3 GROUP BY kind, key""",
+            scope.office, first, after)
+        tally = Tally(facts)
+        grid = {program: dict.fromkeys(STAGES, 0) for program in PROGRAMS}
+        for r in active:  # a program the code does not know yet still gets its row
+            grid.setdefault(r["program"], dict.fromkeys(STAGES, 0))[r["stage"]] += r["n"]
+        by_program = {program: sum(stages.values()) for program, stages in grid.items()}
+        by_stage = counts(STAGES, ((stage, n) for stages in grid.values()
+                                   for stage, n in stages.items()))
+        closures = tally.of("closure", [r.value for r in CloseReason])
+        revoked = tally.of("revocation")
+        litmas = tally.of("litmas", [p.value for p in LitmasPurpose])
+        subjects = tally.of("tpp_subject", [t.value for t in TppSubject])
+        return GuidanceMonth(
+            office=scope.office, month=str(scope.month),
+            active_cases=sum(by_program.values()), active_by_program=by_program,
+            active_by_stage=by_stage, active_by_program_and_stage=grid,
+            closures=sum(closures.values()), closures_by_reason=closures,
+            revocations=revoked.get("IMPOSED", 0),
+            revocations_proposed=revoked.get("PROPOSED", 0),
+            litmas_submitted=sum(litmas.values()), litmas_by_purpose=litmas,
+            litmas_submitted_late=tally.total("litmas_late"),
+            litmas_overdue=tally.total("litmas_overdue"),
+            tpp_decisions=sum(subjects.values()), tpp_decisions_by_subject=subjects,
+            tpp_decisions_by_outcome=tally.of("tpp_outcome", [o.value for o in TppOutcome]))
 
     return api

@@ -1,7 +1,7 @@
 """The guidance service: the stage path, litmas, TPP decisions, sessions and closure.
 
-Wiring only: the desk (command handlers), the case board (read model), the reaction to
-registration's events, the litmas sweeper and the HTTP routes.
+Wiring only: the desk (command handlers), the case board and the monthly report (read
+models), the reaction to registration's events, the litmas sweeper and the HTTP routes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from shared.streams import Topology
 from .api import build_router
 from .desk import GuidanceDesk
 from .events import EVENTS
-from .projections import CaseBoard
+from .projections import CaseBoard, MonthlyReport
 from .reactions import FollowRegistration
 from .settings import GuidanceSettings
 from .sweeper import litmas_sweeper
@@ -25,7 +25,8 @@ def build(kernel: Kernel) -> ServiceParts:
     desk = GuidanceDesk(kernel.store, kernel.metrics)
     return ServiceParts(
         routers=[build_router(kernel, desk)],
-        consumers=[CaseBoard(), FollowRegistration(desk.runner, settings.policy())],
+        consumers=[CaseBoard(), MonthlyReport(),
+                   FollowRegistration(desk.runner, settings.policy())],
         background=[litmas_sweeper(kernel.pool, kernel.schema, desk.runner,
                                    settings.sweep_seconds)])
 

@@ -1,8 +1,10 @@
-"""Guidance read model: each open case with the facts its due items come from."""
+"""Guidance read models: each open case with the facts its due items come from; the
+office's month in counts."""
 
 from __future__ import annotations
 
 from shared.events import RecordedEvent
+from shared.office_time import office_date
 from shared.projector import Projection, Writer
 
 from . import domain as d
@@ -91,3 +93,107 @@ class CaseBoard(Projection):
 
     async def closed(self, w: Writer, e: RecordedEvent[d.GuidanceClosed]) -> None:
         self._set(w, e, "status = 'CLOSED'")
+
+
+STAGE_RANK = {d.Stage.AWAL: 1, d.Stage.LANJUTAN: 2, d.Stage.AKHIR: 3}
+
+
+class MonthlyReport(Projection):
+    """What did an office's guidance come to in a month (laporan bulanan)? The cases open at
+    its end by program and stage, and the month's closures, revocations, litmas and TPP
+    decisions, each on its date in the office's calendar. Counts only: no personal data.
+
+    `report_facts` holds one row per counted fact: `kind` says what is counted, `key` the
+    bar it counts toward (a closure's reason, a decision's subject)."""
+
+    name = "monthly_report"
+    version = 1
+    contexts = ("guidance",)
+    tables = {
+        "report_cases": """
+            CREATE TABLE {table} (
+                client_id    text PRIMARY KEY,
+                office       text NOT NULL,
+                program      text NOT NULL,
+                opened_on    date NOT NULL,
+                closed_on    date,
+                close_reason text
+            );
+            CREATE INDEX ON {table} (office, opened_on);
+        """,
+        # a stage is entered once (stages only move forward): the stage a case was in on a
+        # day is the highest one entered by then
+        "report_stages": """
+            CREATE TABLE {table} (
+                client_id text NOT NULL,
+                stage     text NOT NULL,
+                rank      integer NOT NULL,
+                since_on  date NOT NULL,
+                PRIMARY KEY (client_id, stage)
+            );
+        """,
+        "report_facts": """
+            CREATE TABLE {table} (
+                event_id text NOT NULL,
+                kind     text NOT NULL,
+                office   text NOT NULL,
+                on_date  date NOT NULL,
+                key      text NOT NULL,
+                PRIMARY KEY (event_id, kind)
+            );
+            CREATE INDEX ON {table} (office, on_date);
+        """,
+    }
+
+    def handlers(self):
+        return {d.GuidanceOpened: self.opened, d.StageAdvanced: self.advanced,
+                d.LitmasSubmitted: self.litmas, d.LitmasOverdue: self.overdue,
+                d.TppDecisionRecorded: self.tpp, d.RevocationProposed: self.proposed,
+                d.RevocationImposed: self.imposed, d.GuidanceClosed: self.closed}
+
+    def _fact(self, w: Writer, e: RecordedEvent, kind: str, on: object, key: str) -> None:
+        w.execute_unordered("INSERT INTO {report_facts} (event_id, kind, office, on_date, key) "
+                            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                            e.id, kind, e.office, on, key)
+
+    def _stage(self, w: Writer, e: RecordedEvent, stage: d.Stage, on: object) -> None:
+        w.execute("INSERT INTO {report_stages} (client_id, stage, rank, since_on) "
+                  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                  e.client_id, stage.value, STAGE_RANK[stage], on)
+
+    async def opened(self, w: Writer, e: RecordedEvent[d.GuidanceOpened]) -> None:
+        x = e.data
+        on = office_date(x.opened_at)
+        w.execute("INSERT INTO {report_cases} (client_id, office, program, opened_on) "
+                  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                  x.client_id, x.office, x.program, on)
+        self._stage(w, e, x.stage, on)
+
+    async def advanced(self, w: Writer, e: RecordedEvent[d.StageAdvanced]) -> None:
+        self._stage(w, e, e.data.to_stage, office_date(e.data.advanced_at))
+
+    async def litmas(self, w: Writer, e: RecordedEvent[d.LitmasSubmitted]) -> None:
+        on = office_date(e.data.submitted_at)
+        self._fact(w, e, "litmas", on, e.data.purpose.value)
+        if e.data.late:
+            self._fact(w, e, "litmas_late", on, e.data.purpose.value)
+
+    async def overdue(self, w: Writer, e: RecordedEvent[d.LitmasOverdue]) -> None:
+        self._fact(w, e, "litmas_overdue", office_date(e.data.detected_at), "")
+
+    async def tpp(self, w: Writer, e: RecordedEvent[d.TppDecisionRecorded]) -> None:
+        # on the day the panel met, which is the month its decision belongs to
+        self._fact(w, e, "tpp_subject", e.data.met_on, e.data.subject.value)
+        self._fact(w, e, "tpp_outcome", e.data.met_on, e.data.outcome.value)
+
+    async def proposed(self, w: Writer, e: RecordedEvent[d.RevocationProposed]) -> None:
+        self._fact(w, e, "revocation", office_date(e.data.proposed_at), "PROPOSED")
+
+    async def imposed(self, w: Writer, e: RecordedEvent[d.RevocationImposed]) -> None:
+        self._fact(w, e, "revocation", office_date(e.data.imposed_at), "IMPOSED")
+
+    async def closed(self, w: Writer, e: RecordedEvent[d.GuidanceClosed]) -> None:
+        x = e.data
+        self._fact(w, e, "closure", x.closed_on, x.reason.value)
+        w.execute("UPDATE {report_cases} SET closed_on = $2, close_reason = $3 "
+                  "WHERE client_id = $1", e.client_id, x.closed_on, x.reason.value)

@@ -23,6 +23,7 @@ from shared.web.auth import (CASE_READERS, CurrentPrincipal, Principal, metadata
 from shared.web.cases import CaseFinder
 from shared.web.inputs import PLAIN_TEXT, Input
 from shared.web.problems import PROBLEM_RESPONSES, Problem
+from shared.web.reports import MonthlyScope, Tally
 
 from . import domain as d
 from .events import CONTEXT
@@ -165,6 +166,26 @@ class Caseload(BaseModel):
     by_program: dict[str, int]
 
 
+class RegistrationMonth(BaseModel):
+    """Registration's part of the monthly report (laporan bulanan): counts only."""
+
+    office: str
+    month: str = Field(description="YYYY-MM, the office's calendar (WIB)")
+    registrations: int = Field(description="new clients registered in the month (transfers "
+                               "in are counted apart)")
+    registrations_by_program: dict[str, int]
+    transfers_in: int = Field(description="clients received from another office")
+    transfers_in_by_program: dict[str, int]
+    transfers_out: int = Field(description="clients handed over to another office")
+    transfers_out_by_office: dict[str, int]
+    active_clients: int = Field(description="clients whose registration was active at the "
+                                "end of the month (for the current month: so far)")
+    active_clients_by_program: dict[str, int]
+
+
+PROGRAMS = [p.value for p in d.Program]
+
+
 def sees(principal: Principal, office: str, officer_id: str | None, is_child: bool,
          transferred_to: str | None = None) -> bool:
     return principal.may_read_case(office, officer_id, is_child, also_office=transferred_to)
@@ -299,6 +320,39 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
         by_program = {r["program"]: r["n"] for r in rows}
         return Caseload(officer_id=officer_id, office=principal.office,
                         active=sum(by_program.values()), by_program=by_program)
+
+    report = f'"{kernel.schema}".report_clients'
+
+    @api.get("/reports/monthly", response_model=RegistrationMonth, tags=["reports"],
+             summary="The office's registrations, transfers and active clients in a month "
+                     "(registration's part of the laporan bulanan)")
+    async def monthly_report(scope: MonthlyScope) -> RegistrationMonth:
+        rows = await kernel.pool.fetch(
+            f"""SELECT 'registered' AS kind, program AS key, count(*) AS n FROM {report}
+                WHERE office = $1 AND registered_on >= $2 AND registered_on < $3
+                  AND NOT transferred_in GROUP BY program
+                UNION ALL
+                SELECT 'transfers_in', program, count(*) FROM {report}
+                WHERE office = $1 AND registered_on >= $2 AND registered_on < $3
+                  AND transferred_in GROUP BY program
+                UNION ALL
+                SELECT 'transfers_out', transferred_to, count(*) FROM {report}
+                WHERE office = $1 AND left_reason = 'TRANSFERRED'
+                  AND left_on >= $2 AND left_on < $3 GROUP BY transferred_to
+                UNION ALL
+                SELECT 'active', program, count(*) FROM {report}
+                WHERE office = $1 AND registered_on < $3
+                  AND (left_on IS NULL OR left_on >= $3) GROUP BY program""",
+            scope.office, scope.month.first_day, scope.month.next_first_day)
+        tally = Tally(rows)
+        registered, active = tally.of("registered", PROGRAMS), tally.of("active", PROGRAMS)
+        transfers_in, transfers_out = tally.of("transfers_in", PROGRAMS), tally.of("transfers_out")
+        return RegistrationMonth(
+            office=scope.office, month=str(scope.month),
+            registrations=sum(registered.values()), registrations_by_program=registered,
+            transfers_in=sum(transfers_in.values()), transfers_in_by_program=transfers_in,
+            transfers_out=sum(transfers_out.values()), transfers_out_by_office=transfers_out,
+            active_clients=sum(active.values()), active_clients_by_program=active)
 
     async def change(request: Request, principal: Principal, client_id: str, cmd) -> ChangedOut:
         ref, guard = await finder.acting(principal, client_id)

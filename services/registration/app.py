@@ -1,7 +1,7 @@
 """The registration service: receives clients into guidance.
 
-Wiring only: the registrar (command handlers), the client directory (read model), the
-transfer intake (reaction) and the HTTP routes.
+Wiring only: the registrar (command handlers), the client directory and the monthly report
+(read models), the transfer intake (reaction) and the HTTP routes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from shared.streams import Topology
 
 from .api import build_router
 from .events import EVENTS
-from .projections import ClientDirectory
+from .projections import ClientDirectory, MonthlyReport
 from .reactions import FollowGuidanceClosure, TransferIntake
 from .registrar import Registrar
 
@@ -23,7 +23,8 @@ def build(kernel: Kernel) -> ServiceParts:
     origin = (registrar if kernel.national_store is kernel.store
               else Registrar(kernel.national_store, kernel.metrics))
     return ServiceParts(routers=[build_router(kernel, registrar)],
-                        consumers=[ClientDirectory(), TransferIntake(registrar, origin),
+                        consumers=[ClientDirectory(), MonthlyReport(),
+                                   TransferIntake(registrar, origin),
                                    FollowGuidanceClosure(registrar)])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.events import RecordedEvent
+from shared.office_time import office_date
 from shared.projector import Projection, Writer
 
 from .domain import (CHILD_PROGRAMS, AddressChanged, ClientDetailsCorrected, ClientRegistered,
@@ -105,3 +106,54 @@ class ClientDirectory(Projection):
     async def closed(self, w: Writer, e: RecordedEvent[RegistrationClosed]) -> None:
         w.execute("UPDATE {clients} SET status = 'CLOSED', version = $2 WHERE client_id = $1",
                   e.client_id, e.sequence)
+
+
+class MonthlyReport(Projection):
+    """How many clients did an office register, take in and hand over in a month, and how
+    many were active at its end (laporan bulanan)? One row per client and office, dates in
+    the office's calendar, counts only: no name, no NIK, no address."""
+
+    name = "monthly_report"
+    version = 1
+    contexts = ("registration",)
+    tables = {"report_clients": """
+        CREATE TABLE {table} (
+            client_id       text PRIMARY KEY,
+            office          text NOT NULL,
+            program         text NOT NULL,
+            registered_on   date NOT NULL,
+            transferred_in  boolean NOT NULL,
+            left_on         date,
+            left_reason     text,
+            transferred_to  text
+        );
+        CREATE INDEX ON {table} (office, registered_on);
+        CREATE INDEX ON {table} (office, left_on);
+    """}
+
+    def handlers(self):
+        return {ClientRegistered: self.registered, ClientDetailsCorrected: self.corrected,
+                ClientTransferred: self.transferred, RegistrationClosed: self.closed}
+
+    async def registered(self, w: Writer, e: RecordedEvent[ClientRegistered]) -> None:
+        x = e.data
+        w.execute("INSERT INTO {report_clients} (client_id, office, program, registered_on, "
+                  "transferred_in) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                  x.client_id, x.office, x.program.value, office_date(x.registered_at),
+                  x.transferred_from is not None)
+
+    async def corrected(self, w: Writer, e: RecordedEvent[ClientDetailsCorrected]) -> None:
+        # a corrected program was wrong from the start: past months count the right one
+        if e.data.field == "program":
+            w.execute("UPDATE {report_clients} SET program = $2 WHERE client_id = $1",
+                      e.client_id, str(e.data.new_value))
+
+    async def transferred(self, w: Writer, e: RecordedEvent[ClientTransferred]) -> None:
+        w.execute("UPDATE {report_clients} SET left_on = $2, left_reason = 'TRANSFERRED', "
+                  "transferred_to = $3 WHERE client_id = $1 AND left_on IS NULL",
+                  e.client_id, office_date(e.data.transferred_at), e.data.to_office)
+
+    async def closed(self, w: Writer, e: RecordedEvent[RegistrationClosed]) -> None:
+        w.execute("UPDATE {report_clients} SET left_on = $2, left_reason = $3 "
+                  "WHERE client_id = $1 AND left_on IS NULL",
+                  e.client_id, e.data.closed_on, e.data.reason)

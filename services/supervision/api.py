@@ -16,6 +16,7 @@ from shared.web.auth import CASE_READERS, CurrentPrincipal, Principal, metadata,
 from shared.web.cases import CaseFinder, ChangedOut
 from shared.web.inputs import Input, Instant
 from shared.web.problems import PROBLEM_RESPONSES, Problem
+from shared.web.reports import MonthlyScope, Tally
 
 from . import domain as d
 from .events import CONTEXT
@@ -68,6 +69,22 @@ class Board(BaseModel):
     office: str
     officer_id: str | None
     entries: list[BoardEntry]
+
+
+class SupervisionMonth(BaseModel):
+    """Supervision's part of the monthly report (laporan bulanan): counts only. Reports are
+    counted in the month they were due: `due` = `received` + `missed` + `pending`."""
+
+    office: str
+    month: str = Field(description="YYYY-MM, the office's calendar (WIB)")
+    reports: dict[str, int] = Field(description="due = received + missed + pending (not "
+                                    "received yet: its window is open or still to come)")
+    visits: int = Field(description="contacts made in the month: reports, visits, meetings")
+    visits_by_kind: dict[str, int]
+    visits_by_outcome: dict[str, int]
+    violations: int
+    violations_by_category: dict[str, int]
+    violations_by_code: dict[str, int]
 
 
 def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> APIRouter:
@@ -152,6 +169,46 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
         entries.sort(key=lambda pair: pair[0])
         return Board(office=principal.office, officer_id=officer_id,
                      entries=[entry for _, entry in entries])
+
+    schedules = f'"{kernel.schema}".report_schedules'
+    facts = f'"{kernel.schema}".report_facts'
+
+    @api.get("/reports/monthly", response_model=SupervisionMonth, tags=["reports"],
+             summary="The office's reports due, received and missed in a month, its contacts "
+                     "and violations (supervision's part of the laporan bulanan)")
+    async def monthly_report(scope: MonthlyScope) -> SupervisionMonth:
+        first, after = scope.month.first_day, scope.month.next_first_day
+        rows = await kernel.pool.fetch(
+            f"""SELECT kind, key, count(*) AS n FROM {facts}
+                WHERE office = $1 AND on_date >= $2 AND on_date < $3 GROUP BY kind, key""",
+            scope.office, first, after)
+        # the dues of the month not yet settled: from each schedule's next due date (or its
+        # first one in the month) every interval, up to the month's or the period's end
+        pending = await kernel.pool.fetchval(
+            f"""WITH s AS (
+                    SELECT interval_days AS step, least(period_end, $3::date - 1) AS last_on,
+                           next_due_on + greatest(0, ($2::date - next_due_on + interval_days - 1)
+                                                  / interval_days) * interval_days AS first_on
+                    FROM {schedules}
+                    WHERE office = $1 AND status = 'ACTIVE' AND interval_days IS NOT NULL
+                      AND next_due_on < $3)
+                SELECT coalesce(sum((last_on - first_on) / step + 1), 0) FROM s
+                WHERE first_on <= last_on""", scope.office, first, after)
+        tally = Tally(rows)
+        settled = tally.of("report", ("RECEIVED", "MISSED"))
+        received, missed = settled["RECEIVED"], settled["MISSED"]
+        kinds = tally.of("visit_kind", [k.value for k in d.ContactKind])
+        categories = tally.of("violation_category", [c.value for c in d.Category])
+        codes = tally.of("violation_code",
+                         [code for known in d.VIOLATION_CODES.values() for code in known])
+        return SupervisionMonth(
+            office=scope.office, month=str(scope.month),
+            reports={"due": received + missed + pending, "received": received,
+                     "missed": missed, "pending": pending},
+            visits=sum(kinds.values()), visits_by_kind=kinds,
+            visits_by_outcome=tally.of("visit_outcome", [o.value for o in d.Outcome]),
+            violations=sum(categories.values()), violations_by_category=categories,
+            violations_by_code=codes)
 
     return api
 

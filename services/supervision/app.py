@@ -1,7 +1,8 @@
 """The supervision service: reporting plans, contacts, missed reports and violations.
 
-Wiring only: the command runner, the compliance board (read model), the reaction to
-registration and guidance, the missed-report sweeper and the HTTP routes.
+Wiring only: the command runner, the compliance board and the monthly report (read
+models), the reaction to registration and guidance, the missed-report sweeper and the HTTP
+routes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from shared.streams import Topology
 from .api import build_router
 from .domain import DECIDER
 from .events import CONTEXT, EVENTS
-from .projections import ComplianceBoard
+from .projections import ComplianceBoard, MonthlyReport
 from .reactions import FollowOtherContexts
 from .settings import SupervisionSettings
 from .sweeper import report_sweeper
@@ -26,7 +27,7 @@ def build(kernel: Kernel) -> ServiceParts:
     runner = kernel.command_runner(CONTEXT, DECIDER)
     return ServiceParts(
         routers=[build_router(kernel, runner, settings.due_soon_days)],
-        consumers=[ComplianceBoard(), FollowOtherContexts(runner)],
+        consumers=[ComplianceBoard(), MonthlyReport(), FollowOtherContexts(runner)],
         background=[report_sweeper(kernel.pool, kernel.schema, runner, settings.sweep_seconds)])
 
 

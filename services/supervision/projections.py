@@ -1,9 +1,10 @@
-"""Supervision read model: the office's compliance board."""
+"""Supervision read models: the office's compliance board; the office's month in counts."""
 
 from __future__ import annotations
 
 from services.guidance.events import TppDecisionRecorded, TppSubject
 from shared.events import RecordedEvent
+from shared.office_time import office_date
 from shared.projector import Projection, Writer
 
 from . import domain as d
@@ -102,3 +103,88 @@ class ComplianceBoard(Projection):
         if e.data.subject is TppSubject.REVOCATION:
             w.execute("UPDATE {board} SET last_tpp_review_at = greatest(last_tpp_review_at, $2)"
                       " WHERE client_id = $1", e.client_id, e.time)
+
+
+class MonthlyReport(Projection):
+    """What did an office's supervision come to in a month (laporan bulanan)? Reports due,
+    received and missed, visits (every contact) by kind and outcome, violations by category
+    and code, each on its date in the office's calendar. Counts only: no personal data.
+
+    A report is counted on the date it was due, so that the month's dues are received,
+    missed or still pending; what is still pending comes from each client's schedule in
+    `report_schedules` (the next due date, then every interval to the end of the period).
+    `report_facts` holds one row per counted fact: `kind` says what is counted, `key` the
+    bar it counts toward."""
+
+    name = "monthly_report"
+    version = 1
+    contexts = ("supervision",)
+    tables = {
+        "report_schedules": """
+            CREATE TABLE {table} (
+                client_id     text PRIMARY KEY,
+                office        text NOT NULL,
+                status        text NOT NULL,
+                period_end    date NOT NULL,
+                interval_days integer,
+                next_due_on   date
+            );
+            CREATE INDEX ON {table} (office) WHERE status = 'ACTIVE';
+        """,
+        "report_facts": """
+            CREATE TABLE {table} (
+                event_id text NOT NULL,
+                kind     text NOT NULL,
+                office   text NOT NULL,
+                on_date  date NOT NULL,
+                key      text NOT NULL,
+                PRIMARY KEY (event_id, kind)
+            );
+            CREATE INDEX ON {table} (office, on_date);
+        """,
+    }
+
+    def handlers(self):
+        return {d.SupervisionStarted: self.started, d.ReportingPlanSet: self.plan,
+                d.VisitLogged: self.visit, d.ReportMissed: self.missed,
+                d.ViolationRecorded: self.violation, d.SupervisionEnded: self.ended}
+
+    def _fact(self, w: Writer, e: RecordedEvent, kind: str, on: object, key: str) -> None:
+        w.execute_unordered("INSERT INTO {report_facts} (event_id, kind, office, on_date, key) "
+                            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                            e.id, kind, e.office, on, key)
+
+    async def started(self, w: Writer, e: RecordedEvent[d.SupervisionStarted]) -> None:
+        x = e.data
+        w.execute("INSERT INTO {report_schedules} (client_id, office, status, period_end) "
+                  "VALUES ($1, $2, 'ACTIVE', $3) ON CONFLICT DO NOTHING",
+                  x.client_id, x.office, x.period_end_on)
+
+    async def plan(self, w: Writer, e: RecordedEvent[d.ReportingPlanSet]) -> None:
+        w.execute("UPDATE {report_schedules} SET interval_days = $2, next_due_on = $3 "
+                  "WHERE client_id = $1", e.client_id, e.data.interval_days,
+                  e.data.next_due_on)
+
+    async def visit(self, w: Writer, e: RecordedEvent[d.VisitLogged]) -> None:
+        x = e.data
+        on = office_date(x.occurred_at)
+        self._fact(w, e, "visit_kind", on, x.kind.value)
+        self._fact(w, e, "visit_outcome", on, x.outcome.value)
+        if x.covers_due_on is not None:
+            self._fact(w, e, "report", x.covers_due_on, "RECEIVED")
+            w.execute("UPDATE {report_schedules} SET next_due_on = $2::date + interval_days "
+                      "WHERE client_id = $1", e.client_id, x.covers_due_on)
+
+    async def missed(self, w: Writer, e: RecordedEvent[d.ReportMissed]) -> None:
+        self._fact(w, e, "report", e.data.due_on, "MISSED")
+        w.execute("UPDATE {report_schedules} SET next_due_on = $2::date + interval_days "
+                  "WHERE client_id = $1", e.client_id, e.data.due_on)
+
+    async def violation(self, w: Writer, e: RecordedEvent[d.ViolationRecorded]) -> None:
+        x = e.data
+        self._fact(w, e, "violation_category", x.recorded_on, x.category.value)
+        self._fact(w, e, "violation_code", x.recorded_on, x.code)
+
+    async def ended(self, w: Writer, e: RecordedEvent[d.SupervisionEnded]) -> None:
+        w.execute("UPDATE {report_schedules} SET status = 'ENDED' WHERE client_id = $1",
+                  e.client_id)
