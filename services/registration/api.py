@@ -265,7 +265,8 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
         return client_view(state, loaded.version.sequence)
 
     @api.get("/clients", response_model=ClientPage,
-             summary="Search the office's clients by name or register number")
+             summary="Search the office's clients by name, register number or NIK (the "
+                     "whole NIK)")
     async def search_clients(
             request: Request, principal: CurrentPrincipal,
             officer_id: Annotated[str | None, Query(pattern=OFFICER_PATTERN)] = None,
@@ -292,14 +293,15 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
                   AND ($3::text IS NULL OR program = $3)
                   AND ($4::text IS NULL OR status = $4)
                   AND ($5::text IS NULL OR full_name ILIKE '%' || $5 || '%'
-                       OR register_number ILIKE '%' || $5 || '%')
+                       OR register_number ILIKE '%' || $5 || '%' OR nik = $11)
                   AND (NOT is_child OR $6 OR officer_id = $7)
                   AND ($8::timestamptz IS NULL OR (registered_at, client_id) < ($8, $9))
                 ORDER BY registered_at DESC, client_id DESC LIMIT $10""",
             scope, officer_id, program.value if program else None,
             status.value if status else None, _like(q) if q else None,
             principal.has("supervisor", "head", "auditor"), principal.sub,
-            after[0] if after else None, after[1] if after else None, limit + 1)
+            after[0] if after else None, after[1] if after else None, limit + 1,
+            q.strip() if q else None)
         items = [ClientSummary(**dict(r)) for r in rows[:limit]]
         await asyncio.gather(*(kernel.access.record(
             principal, CaseRef(i.office, i.client_id), "GET /v1/clients (search)",

@@ -284,6 +284,10 @@ async def test_search_pages_with_a_cursor_and_filters(svc):
     assert [i["full_name"] for i in by_number["items"]] == ["Klien Nomor 2"]
     by_name = (await svc.http.get("/v1/clients", headers=pk, params={"q": "nomor 4"})).json()
     assert [i["full_name"] for i in by_name["items"]] == ["Klien Nomor 4"]
+    by_nik = (await svc.http.get("/v1/clients", headers=pk, params={"q": nik(13)})).json()
+    assert [i["full_name"] for i in by_nik["items"]] == ["Klien Nomor 3"]
+    part = (await svc.http.get("/v1/clients", headers=pk, params={"q": nik(13)[:12]})).json()
+    assert part["items"] == []  # only the whole NIK finds a person
     bad = await svc.http.get("/v1/clients", headers=pk, params={"cursor": "!!"})
     assert bad.status_code == 422 and bad.json()["field"] == "query.cursor"
     load = (await svc.http.get("/v1/officers/pk-0007/caseload", headers=pk)).json()
