@@ -5,13 +5,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test bench clean
+# The console's browser tests drive Debian's chromium; `make test` installs it when it is
+# missing (apt, as root or through sudo). Playwright's own browser download is not used.
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: up test bench clean chromium
 
 up: $(STAMP)
 	$(BIN)/bapas up
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/pytest
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the console's browser tests"; \
+	  $(SUDO) apt-get install -y --no-install-recommends chromium >/dev/null \
+	  || { $(SUDO) apt-get update >/dev/null && \
+	       $(SUDO) apt-get install -y --no-install-recommends chromium >/dev/null; }; }
 
 bench: $(STAMP)
 	$(BIN)/bapas bench kernel

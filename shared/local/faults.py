@@ -88,6 +88,7 @@ class LocalSystem:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("BAPAS_") or k == "BAPAS_LOG_LEVEL"}
         env.update({f"BAPAS_{name.upper()}_PORT": str(p) for name, p in self.ports.items()})
+        env["BAPAS_CONSOLE_PORT"] = str(free_port())  # not driven here; off the default port
         env["BAPAS_ENV"] = "development"
         # a fault must show quickly: a poison event parks after short retries
         env["BAPAS_PROJECTION_RETRY_DELAYS"] = "[0.5, 1.0]"

@@ -173,7 +173,7 @@ class Platform:
     def _start(self) -> None:
         os.environ.setdefault("BAPAS_ENV", "development")
         settings = Settings()
-        first = OFFICE_SERVICES if self.office else SERVICES
+        first = OFFICE_SERVICES if self.office else (*SERVICES, "console")
         busy = [f"{name} port {settings.port(name)} (set BAPAS_{name.upper()}_PORT)"
                 for name in first if not port_is_free(settings.port(name))]
         if busy:
@@ -279,8 +279,19 @@ class Platform:
                     **dep.env})
                 self._spawn(svc)
                 self.services.append(svc)
+        if not self.office:  # the console, beside the whole system (or the hub)
+            self._spawn_console(settings, deployments[0])
         self._write_run_file(nats_url, monitor_url, dsn, settings.host, settings.namespace)
         self._wait_ready(settings.host)
+
+    def _spawn_console(self, settings: Settings, dep: _Deployment) -> None:
+        """The officers' console, calling the services `bapas up` has just started."""
+        urls = {f"BAPAS_{s.name.upper()}_URL": f"http://{settings.host}:{s.port}"
+                for s in self.services if s.where == dep.where}
+        svc = _Service("console", settings.port("console"), self.data / "logs" / "console.log",
+                       "", {**urls, "BAPAS_CONSOLE_PORT": str(settings.port("console"))})
+        self._spawn(svc)
+        self.services.append(svc)
 
     def _database(self, dsn: str, name: str) -> str:
         """An office's own database beside the hub's, on the embedded PostgreSQL (as each

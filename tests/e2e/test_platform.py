@@ -52,6 +52,7 @@ def environment(ports: dict[str, int]) -> dict[str, str]:
     """The caller's environment without any BAPAS_* setting, plus our own service ports."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("BAPAS_")}
     env.update({f"BAPAS_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    env.setdefault("BAPAS_CONSOLE_PORT", str(free_port()))  # never the default 8106
     return env
 
 
