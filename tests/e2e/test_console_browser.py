@@ -95,9 +95,12 @@ class Officer:
         assert page.url.endswith("/masuk"), page.url
         assert page.locator("html").get_attribute("lang") == "id"
         self.check("masuk")
+        # with the keyboard alone: the first Tab reaches the skip link; then the officer
+        # (a radio button) is chosen and the button pressed with Enter
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Langsung ke isi"
         page.get_by_label(re.compile(rf"^{re.escape(who.split('@')[0])} · kantor "
                                      rf"{who.split('@')[1]}")).check()
-        # with the keyboard alone: focus the button, press Enter
         page.get_by_role("button", name="Masuk", exact=True).focus()
         page.keyboard.press("Enter")
         page.wait_for_url(self.base + "/")
@@ -113,6 +116,10 @@ class Officer:
                   if not (status and url == page.url and f"status of {status}" in text)]
         assert errors == [], (name, errors)
         self.errors.clear()
+        unlabelled = page.evaluate(
+            "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+            ".filter(e => !(e.labels && e.labels.length)).map(e => e.name || e.id)")
+        assert unlabelled == [], f"{name}: fields without a label: {unlabelled}"
         page.set_viewport_size(PHONE)
         wide = page.evaluate("document.documentElement.scrollWidth")
         assert wide <= PHONE["width"], f"{name}: {wide}px wide at a 360-px phone"
@@ -283,6 +290,16 @@ def test_an_officer_walks_a_client_from_registration_to_the_monthly_report(conso
     # no personal data in any URL the browser asked for
     assert not [u for u in pk.urls if NIK in u or "Wahyuningsih" in u], pk.urls
     pk.close()
+
+    # ---------------------------------------------------------------- the head: the timeline
+    head = Officer(browser, base, "kabapas@jaksel", shots)
+    head.page.goto(client_url)
+    timeline = head.page.locator("ol.timeline").inner_text()
+    for step in ("Klien didaftarkan", "Litmas dicatat", "Keputusan TPP dicatat",
+                 "Tahap dinaikkan", "Kontak tercatat"):
+        assert step in timeline, timeline
+    head.check("klien-kepala")
+    head.close()
 
     # ---------------------------------------------------------------- another office
     other = Officer(browser, base, "pk-0001@jaktim", shots)
