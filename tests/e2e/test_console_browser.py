@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from services.console.words import MONTHS
 from shared.office_time import office_date
 from tests.e2e.test_platform import SERVICES, START_TIMEOUT, Platform, free_ports
 
@@ -200,6 +201,7 @@ def test_an_officer_walks_a_client_from_registration_to_the_monthly_report(conso
     form.get_by_role("button", name="Daftarkan").click()
     page.wait_for_url(re.compile(r"/klien/[a-z0-9-]+$"))
     assert "Klien terdaftar dengan nomor register JAKSEL-" in pk.flash()
+    registered = office_date(datetime.now(UTC))  # the report's month, even at a month's end
     client_url = page.url
     assert page.get_by_role("heading", name=NAME).is_visible()
     assert "Tahap awal" in page.locator(".lead").inner_text()
@@ -270,8 +272,11 @@ def test_an_officer_walks_a_client_from_registration_to_the_monthly_report(conso
     pk.check("kepatuhan")
     page.get_by_role("link", name="Laporan bulanan").click()
     page.wait_for_url(base + "/laporan")
+    page.get_by_label("Bulan").fill(f"{registered:%Y-%m}")
+    page.get_by_role("button", name="Tampilkan").click()
+    page.wait_for_url(base + f"/laporan?bulan={registered:%Y-%m}")
     month = page.locator(".lead").inner_text()
-    assert f"{today.year}" in month
+    assert month.endswith(f"{MONTHS[registered.month - 1]} {registered.year}"), month
     totals = page.locator(".totals").inner_text()
     assert re.search(r"Klien baru\s+[1-9]", totals), totals
     pk.check("laporan")
@@ -279,7 +284,7 @@ def test_an_officer_walks_a_client_from_registration_to_the_monthly_report(conso
         page.get_by_role("link", name="Unduh CSV").click()
     csv_text = Path(download.value.path()).read_text()
     assert csv_text.splitlines()[0] == "kantor,bulan,bagian,kode,uraian,jumlah"
-    assert f"jaksel,{today:%Y-%m},ringkasan," in csv_text
+    assert f"jaksel,{registered:%Y-%m},ringkasan,registrations,Klien baru," in csv_text
 
     # ---------------------------------------------------------------- sign out
     page.get_by_role("button", name="Keluar").click()
