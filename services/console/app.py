@@ -10,6 +10,7 @@ route's template, never its values).
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -50,6 +51,10 @@ SERVICE_NAMES = {"registration": "pendaftaran", "guidance": "bimbingan",
                  "audit": "audit"}
 NEXT_STAGE = {"AWAL": "LANJUTAN", "LANJUTAN": "AKHIR"}
 STAFF = ("pk", "supervisor", "head")
+# What an id in our URLs may look like (as the services define them): anything else is
+# never put into a service's path.
+CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+OFFICER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 OPEN_WAIT = 5.0  # seconds a registration waits for its guidance and supervision cases
 
 
@@ -229,7 +234,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     async def beranda(request: Request, petugas: str | None = None) -> HTMLResponse:
         me = signed_in(request)
-        whom = petugas if petugas and me.has("supervisor", "head") else me.sub
+        chosen = petugas if petugas and OFFICER_ID.match(petugas) else None
+        whom = chosen if chosen and me.has("supervisor", "head") else me.sub
         worklist, board, names = await asyncio.gather(
             optional(request, me, "GET", "guidance", f"/v1/officers/{whom}/worklist"),
             optional(request, me, "GET", "supervision", "/v1/compliance",
@@ -337,6 +343,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     async def client_page(request: Request, me: Officer, client_id: str, status: int = 200,
                           failed: str | None = None, values: dict[str, Any] | None = None,
                           errors: dict[str, str] | None = None) -> HTMLResponse:
+        if not CLIENT_ID.match(client_id):
+            raise Refused(404, {"title": "Not found"})
         client = await call(request, me, "GET", "registration", f"/v1/clients/{client_id}")
         case, supervision, history = await asyncio.gather(
             optional(request, me, "GET", "guidance", f"/v1/cases/{client_id}"),
@@ -364,7 +372,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
         me = signed_in(request)
         form = await form_of(request)
         action = ACTIONS.get(aksi)
-        if action is None:
+        if action is None or not CLIENT_ID.match(client_id):
             return page(request, "galat.html", 404, title="Tidak ditemukan",
                         message="Tindakan ini tidak dikenal.")
         try:
@@ -383,9 +391,10 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     @app.get("/kepatuhan", response_class=HTMLResponse)
     async def kepatuhan(request: Request, petugas: str | None = None) -> HTMLResponse:
         me = signed_in(request)
+        petugas = petugas if petugas and OFFICER_ID.match(petugas) else None
         board, names, officers = await asyncio.gather(
             call(request, me, "GET", "supervision", "/v1/compliance",
-                 params={"officer_id": petugas or None}),
+                 params={"officer_id": petugas}),
             names_of(request, me, petugas or None),
             optional(request, me, "GET", "notification", "/v1/officers"))
         return page(request, "kepatuhan.html", board=board, names=names, petugas=petugas,
@@ -393,9 +402,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
 
     # ------------------------------------------------------------------ Laporan bulanan
 
-    async def report_of(request: Request, me: Officer, bulan_: str | None
-                        ) -> monthly.Report:
-        month = monthly.parse_month(bulan_, office_date(datetime.now(UTC)))
+    async def report_of(request: Request, me: Officer, asked: str | None) -> monthly.Report:
+        month = monthly.parse_month(asked, office_date(datetime.now(UTC)))
         parts = await asyncio.gather(*(
             optional(request, me, "GET", service, "/v1/reports/monthly",
                      params={"month": f"{month.year:04d}-{month.month:02d}"})
@@ -404,11 +412,10 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
                                                               strict=True)))
 
     @app.get("/laporan", response_class=HTMLResponse)
-    async def laporan(request: Request, bulan_: str | None = None) -> HTMLResponse:
+    async def laporan(request: Request) -> HTMLResponse:
         me = signed_in(request)
-        chosen = request.query_params.get("bulan") or bulan_
         try:
-            report = await report_of(request, me, chosen)
+            report = await report_of(request, me, request.query_params.get("bulan"))
         except ValueError:
             return page(request, "galat.html", 422, title="Bulan tidak valid",
                         message="Tulis bulan sebagai TTTT-BB, misalnya 2026-12.")

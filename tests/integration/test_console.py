@@ -184,3 +184,19 @@ def test_outside_development_there_is_no_default_session_secret():
         create_app(Settings(env="production", jwt_secret=SECRET, database_url="postgresql://x"))
     with pytest.raises(ValueError, match="at least 32"):
         create_app(production(console_secret="short"))
+
+
+async def test_ids_that_are_not_ids_never_reach_a_service_path():
+    dev = Settings(env="development", jwt_secret=SECRET,
+                   **{f"{n}_url": "http://127.0.0.1:9" for n in
+                      ("registration", "guidance", "supervision", "notification", "audit")})
+    async with await client_for(dev) as console:
+        page = await console.get("/masuk")
+        await console.post("/masuk", data={"csrf_token": csrf_of(page.text),
+                                           "officer": "pk-0001@jaksel"})
+        for path in ("/klien/%2E%2E", "/klien/A%20B", "/klien/x%3Fq=1"):
+            answer = await console.get(path)
+            assert answer.status_code == 404 and "Tidak ditemukan" in answer.text, path
+        token = session_of(console)["csrf"]
+        answer = await console.post("/klien/..%2Fcases/litmas", data={"csrf_token": token})
+        assert answer.status_code == 404
