@@ -40,7 +40,7 @@ import structlog
 from .db import quote_ident
 from .envelope import Envelope, verify_chain
 from .errors import EventDecodeError
-from .events import RecordedEvent
+from .events import SEALED_MARK, RecordedEvent
 from .metrics import KernelMetrics
 from .streams import CaseRef
 
@@ -128,7 +128,8 @@ class CaseCache:
     # --------------------------------------------------------------------------- loading
 
     async def load(self, store: EventStore, context: str, ref: CaseRef) -> LoadedCase:
-        from .store import CaseVersion, LoadedCase, decode_message  # (store imports us)
+        from .store import (CaseVersion, LoadedCase, decode_message,  # (store imports us)
+                            sealed_subjects)
 
         stream = store.topology.stream(context)
         subject = store.topology.subject(context, ref)
@@ -176,8 +177,13 @@ class CaseCache:
                     _row(_envelope(m, subject), int(m.headers["Nats-Sequence"]), m.headers,
                          m.data) for m in tail])
         self._metrics.case_loads.labels(stream, source).inc()
+        if store.keys is not None and (kept or tail):
+            subjects = [c.headers.get("ce-subject", "") for c in kept if SEALED_MARK in c.body]
+            subjects += sealed_subjects(tail)
+            if subjects:
+                await store.keys.prepare(subjects)
         events = [decode_message(store.catalog, store.topology, stream, subject, c.stream_seq,
-                                 c.headers, c.body) for c in kept]
+                                 c.headers, c.body, store.keys) for c in kept]
         events += store.decode(stream, subject, tail)
         return LoadedCase(ref, context, events, CaseVersion.after(events), messages_read=reads,
                           from_cache=len(kept))

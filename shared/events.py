@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .privacy import SEALED_PREFIX, KeyRing, open_value
+
 __all__ = [
     "Event", "EventRegistry", "EventCatalog", "RecordedEvent", "NewEvent", "Metadata",
     "UnknownEventType", "InvalidEventBody",
@@ -79,18 +81,27 @@ class EventRegistry:
     def __contains__(self, name: str) -> bool:
         return name in self._latest
 
-    def decode(self, name: str, version: int, body: bytes) -> Event:
+    def decode(self, name: str, version: int, body: bytes, *, subject: str = "",
+               keys: KeyRing | None = None) -> Event:
+        """The event of a stored body. Personal values sealed in it are opened with
+        `keys` (the person's key: `subject`, the case's client id); without keys, or once
+        the key is destroyed, they read as None (shared.privacy)."""
         cls = self._latest.get(name)
         if cls is None:
             raise UnknownEventType(f"unknown event type {name!r}")
+        sealed = SEALED_MARK in body
         try:
-            if version == cls.event_version:
+            if version == cls.event_version and not sealed:
                 return cls.model_validate_json(body)
             if version > cls.event_version:
                 raise UnknownEventType(
                     f"{name} version {version} is newer than this service knows "
                     f"(latest {cls.event_version})")
             data = json.loads(body)
+            if sealed:
+                data = open_value(data, subject, keys)
+            if version == cls.event_version:
+                return cls.model_validate(data)
             for v in range(version, cls.event_version):
                 up = self._upcasters.get((name, v))
                 if up is None:
@@ -106,6 +117,9 @@ class EventRegistry:
             raise InvalidEventBody(_describe(exc)) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidEventBody(f"body is not JSON: {exc}") from exc
+
+
+SEALED_MARK = f'"{SEALED_PREFIX}'.encode()  # in a body: some value in it is sealed
 
 
 class EventCatalog:
@@ -125,11 +139,12 @@ class EventCatalog:
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
 
-    def decode(self, name: str, version: int, body: bytes) -> Event:
+    def decode(self, name: str, version: int, body: bytes, *, subject: str = "",
+               keys: KeyRing | None = None) -> Event:
         reg = self._by_name.get(name)
         if reg is None:
             raise UnknownEventType(f"unknown event type {name!r}")
-        return reg.decode(name, version, body)
+        return reg.decode(name, version, body, subject=subject, keys=keys)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -186,3 +201,11 @@ class RecordedEvent(Generic[E]):
     body: bytes
     data: E
     headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def plain_body(self) -> bytes:
+        """The body as this reader may see it: the stored bytes, or, where personal values
+        are sealed in them, the decoded data's JSON (opened, or None once erased)."""
+        if SEALED_MARK not in self.body:
+            return self.body
+        return self.data.model_dump_json().encode()

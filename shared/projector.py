@@ -59,8 +59,9 @@ from nats.js.errors import NotFoundError
 from .db import TRANSIENT_DB_ERRORS, quote_ident
 from .envelope import parse_ce_type
 from .errors import EventDecodeError, KernelError, Unavailable
-from .events import Event, EventCatalog, RecordedEvent
+from .events import SEALED_MARK, Event, EventCatalog, RecordedEvent
 from .metrics import KernelMetrics
+from .privacy import KeyRing
 from .store import decode_message
 from .streams import Topology
 
@@ -325,8 +326,10 @@ class ProjectionRunner:
                  fetch_wait: float = 0.5, gather_wait: float = GATHER_WAIT,
                  retry_delays: Sequence[float] = (1.0, 5.0, 30.0),
                  ack_wait: float = 30.0, standby_poll: float = 2.0,
-                 broker: NatsBroker | None = None, hub_domain: str = "hub") -> None:
+                 broker: NatsBroker | None = None, hub_domain: str = "hub",
+                 keys: KeyRing | None = None) -> None:
         self.target = target
+        self.keys = keys  # opens the personal values sealed in events (shared.privacy)
         self.kind = "projection" if isinstance(target, Projection) else "reactor"
         self.name = target.name
         self.nc = nc
@@ -838,7 +841,7 @@ class ProjectionRunner:
             return None
         try:
             event = decode_message(self.catalog, self.topology, item.stream, item.subject,
-                                   item.seq, item.headers, item.body)
+                                   item.seq, item.headers, item.body, self.keys)
         except EventDecodeError as exc:
             return exc
         if self.kind == "reactor":
@@ -847,9 +850,17 @@ class ProjectionRunner:
                 return None
         return event
 
+    async def _open_keys(self, items: Sequence[_Item]) -> None:
+        if self.keys is not None:
+            subjects = [it.headers.get("ce-subject", "") for it in items
+                        if SEALED_MARK in it.body]
+            if subjects:
+                await self.keys.prepare(subjects)
+
     async def _apply(self, state: _LoopState, stream: str, msgs: list[Msg]) -> None:
         items = [_Item(stream, stream_seq(m), m.subject, m.headers or {}, m.data)
                  for m in msgs]
+        await self._open_keys(items)
         async with self.pool.acquire() as conn:
             try:
                 async with conn.transaction():
@@ -1001,6 +1012,8 @@ class ProjectionRunner:
             f"SELECT stream, seq, subject, headers, body FROM {self.s}.projection_held_events "
             "WHERE projection = $1 AND tag = $2 AND subject = $3 ORDER BY stream, seq",
             self.name, state.tag, subject)
+        await self._open_keys([_Item(r["stream"], r["seq"], r["subject"],
+                                     json.loads(r["headers"]), bytes(r["body"])) for r in rows])
         try:
             async with conn.transaction():
                 for r in rows:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import re
 import signal
@@ -26,6 +27,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from . import natsfast
 from .access import ACCESS, AccessRecorder
@@ -42,6 +44,7 @@ from .settings import Settings
 from .store import EventStore
 from .streams import Topology, check_server_profile, ensure_streams
 from .web.app import create_app
+from .privacy import ERASED_NOTICE, KeyRing, MasterKeys, ensure_key_tables
 from .web.auth import TokenService, identity_provider
 
 __all__ = ["ServiceDefinition", "ServiceParts", "Kernel", "main", "serve", "build_app"]
@@ -69,6 +72,16 @@ class ServiceDefinition:
     contract: Callable[[Topology], Contract] | None = None  # for its AsyncAPI document
 
 
+def master_keys(settings: Settings) -> MasterKeys:
+    """BAPAS_PRIVACY_MASTER_KEYS; in development, one derived from the token secret."""
+    if settings.privacy_master_keys is not None:
+        return MasterKeys.parse(settings.privacy_master_keys.get_secret_value())
+    if settings.development:
+        return MasterKeys.development(settings.secret())
+    raise ValueError("outside development mode BAPAS_PRIVACY_MASTER_KEYS must be set "
+                     "(kid=base64 of 32 random bytes; `bapas privacy new-key` makes one)")
+
+
 class Kernel:
     """The connections and kernel objects of one service process."""
 
@@ -87,13 +100,19 @@ class Kernel:
         # this service's copy of its cases in its own schema, so a long case loads from
         # the copy and the stream's last message (the copy is checked against it)
         self.case_cache = CaseCache(pool, self.schema, metrics=self.metrics)
+        # the persons' data keys: personal values are sealed per person (shared.privacy).
+        # Not yet where offices keep their own databases (an office leaf, a hub): there a
+        # transfer and the hub's national readers would need another database's keys.
+        self.keys: KeyRing | None = (
+            None if self.topology.office or self.topology.leaves else
+            KeyRing(pool, self.topology.schema("privacy"), master_keys(settings)))
         self.store = EventStore(nc, self.topology, self.catalog, metrics=self.metrics,
-                                cache=self.case_cache)
+                                cache=self.case_cache, keys=self.keys)
         # where every office's cases can be read: on an office's leaf, the hub's copy (not
         # cached: another domain's streams, and cases this service does not write)
         self.national_store = (
             EventStore(nc, self.topology, self.catalog, metrics=self.metrics,
-                       api_prefix=f"$JS.{settings.hub_domain}.API")
+                       api_prefix=f"$JS.{settings.hub_domain}.API", keys=self.keys)
             if self.topology.office else self.store)
         self.tokens = TokenService(settings.secret(), settings.jwt_issuer,
                                    provider=identity_provider(settings))
@@ -117,6 +136,7 @@ class Kernel:
             raise
         async with pool.acquire() as conn:
             await ensure_kernel_tables(conn, topology.schema(service))
+            await ensure_key_tables(conn, topology.schema("privacy"))
         return cls(service=service, settings=settings, nc=nc, pool=pool, registries=registries,
                    broker=broker)
 
@@ -129,7 +149,7 @@ class Kernel:
                                 batch_size=self.settings.projection_batch,
                                 retry_delays=self.settings.projection_retry_delays,
                                 broker=self.broker if target.via_faststream else None,
-                                hub_domain=self.settings.hub_domain)
+                                hub_domain=self.settings.hub_domain, keys=self.keys)
 
     async def start(self, parts: ServiceParts) -> None:
         """Start consumers and background jobs; read models exist when this returns."""
@@ -142,6 +162,11 @@ class Kernel:
             await runner.ensure_created()
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"consumer:{target.name}"))
+        # an erasure anywhere: these persons' keys leave this process's memory at once
+        # (a notice missed, by a process down at the time, costs at most the key cache's
+        # lifetime: shared.privacy.KEY_CACHE_SECONDS)
+        self._erasures = await self.nc.subscribe(
+            f"{self.topology.root}.{ERASED_NOTICE}", cb=self._forget_erased)
         jobs = [*parts.background, self.access.drain]
         if self.topology.leaves:  # at a hub: keep the office leaves' sources moving
             from .offices import LinkKeeper
@@ -149,6 +174,20 @@ class Kernel:
         for job in jobs:
             self._tasks.append(asyncio.create_task(_forever(job), name=getattr(job, "__name__", "job")))
         self._tasks.append(asyncio.create_task(self._watch_profile(), name="profile-watch"))
+
+    async def _forget_erased(self, msg: Msg) -> None:
+        try:
+            subjects = json.loads(msg.data)
+        except ValueError:
+            return
+        if isinstance(subjects, list) and self.keys is not None:
+            self.keys.forget(str(s) for s in subjects)
+
+    async def announce_erasure(self, subjects: list[str]) -> None:
+        """Tell every process that these persons' keys are destroyed."""
+        await self.nc.publish(f"{self.topology.root}.{ERASED_NOTICE}",
+                              json.dumps(subjects).encode())
+        await self.nc.flush()
 
     async def _watch_profile(self, every: float = 60.0) -> None:
         while True:
@@ -362,6 +401,7 @@ def main(defn: ServiceDefinition) -> None:
     """Entry point of `python -m services.<name>`."""
     try:
         settings = Settings()
+        master_keys(settings)
     except Exception as exc:  # pydantic's message names every field at fault
         print(f"bapas {defn.name}: invalid settings: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     oidc_roles_claim: str = "roles"
     oidc_client_id: str | None = None
     oidc_client_secret: SecretStr | None = None
+    # Personal data (shared.privacy): master keys that wrap each person's data key
+    privacy_master_keys: SecretStr | None = Field(
+        None, description="kid=base64(32 bytes)[,kid=...]: the first wraps new data keys, "
+        "the others still unwrap (rotation); required outside development")
+    privacy_retention_days: int = Field(
+        3653, ge=0, description="how long after a case ends its person's data must be kept "
+        "before it may be erased (default: 10 years)")
     # The console
     console_secret: SecretStr | None = Field(None, description="signs the console's session "
                                              "cookies (at least 32 characters)")

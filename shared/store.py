@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import nats
 import nats.errors
@@ -32,9 +32,11 @@ from .envelope import (
 )
 from .errors import (AppendError, ConcurrencyError, EventDecodeError, KernelError,
                      OfficeElsewhere, Unavailable, require_connected)
-from .events import EventCatalog, InvalidEventBody, NewEvent, RecordedEvent, UnknownEventType
+from .events import (SEALED_MARK, EventCatalog, InvalidEventBody, NewEvent, RecordedEvent,
+                     UnknownEventType)
 from .ids import new_id
 from .metrics import KernelMetrics
+from .privacy import KeyRing, personal_paths, seal_body
 from .streams import CaseRef, Topology
 
 if TYPE_CHECKING:
@@ -148,12 +150,15 @@ class _Slots:
 
 
 def decode_message(catalog: EventCatalog, topology: Topology, stream: str, subject: str,
-                   stream_seq: int, headers: dict[str, str] | None, body: bytes) -> RecordedEvent:
-    """Turn one stored message into a RecordedEvent, running upcasters; errors name the message."""
+                   stream_seq: int, headers: dict[str, str] | None, body: bytes,
+                   keys: KeyRing | None = None) -> RecordedEvent:
+    """Turn one stored message into a RecordedEvent, running upcasters and opening sealed
+    personal values with `keys` (prepared beforehand: `sealed_subjects`); errors name the
+    message."""
     env = Envelope.from_headers(headers, subject, stream_seq)
     try:
         name, version = parse_ce_type(env.type)
-        data = catalog.decode(name, version, body)
+        data = catalog.decode(name, version, body, subject=env.client_id, keys=keys)
         at = parse_time(env.time)
     except (UnknownEventType, InvalidEventBody, ValueError) as exc:
         raise EventDecodeError(subject, stream_seq, str(exc)) from exc
@@ -166,18 +171,30 @@ def decode_message(catalog: EventCatalog, topology: Topology, stream: str, subje
     )
 
 
+def sealed_subjects(messages: Iterable[Any]) -> list[str]:
+    """The persons (client ids) whose keys the sealed bodies among `messages` need."""
+    return [m.headers.get("ce-subject", "") for m in messages
+            if SEALED_MARK in m.data and m.headers]
+
+
 class EventStore:
-    """Append to and read cases on JetStream. One per process; safe for concurrent use."""
+    """Append to and read cases on JetStream. One per process; safe for concurrent use.
+
+    With a key ring (`keys`), personal values are sealed per person when appended and
+    opened when read (shared.privacy); without one, bodies are written as they are and
+    sealed values read as None."""
 
     def __init__(self, nc: NATS, topology: Topology, catalog: EventCatalog, *,
                  metrics: KernelMetrics | None = None, timeout: float = 5.0,
-                 api_prefix: str = "$JS.API", cache: CaseCache | None = None) -> None:
+                 api_prefix: str = "$JS.API", cache: CaseCache | None = None,
+                 keys: KeyRing | None = None) -> None:
         """`api_prefix` reaches another JetStream domain (`$JS.<domain>.API`): an office's
         leaf reads the hub's copy of every office's cases that way. With a `cache` (the
         service's copy of its cases, see shared.case_cache) a case loads from the copy and
         the stream's tail after it, checked against the stream's last message."""
         self._nc = nc
         self.cache = cache
+        self.keys = keys
         self._api = api_prefix
         self.topology = topology
         self.catalog = catalog
@@ -202,9 +219,17 @@ class EventStore:
         stream = self.topology.stream(context)
         subject = self.topology.subject(context, ref)
         messages = await self.read_subject(stream, subject)
+        await self.open_keys(messages)
         events = self.decode(stream, subject, messages)
         return LoadedCase(ref, context, events, CaseVersion.after(events),
                           messages_read=len(messages))
+
+    async def open_keys(self, messages: Iterable[Any]) -> None:
+        """Have the keys ready that decoding these messages needs."""
+        if self.keys is not None:
+            needed = sealed_subjects(messages)
+            if needed:
+                await self.keys.prepare(needed)
 
     async def last(self, context: str, ref: CaseRef) -> LoadedCase:
         """Only the case's last event (or none): enough where a case's state is its last
@@ -212,6 +237,7 @@ class EventStore:
         stream = self.topology.stream(context)
         subject = self.topology.subject(context, ref)
         messages = await self._direct_get(stream, {"last_by_subj": subject}, single=True)
+        await self.open_keys(messages)
         events = self.decode(stream, subject, messages)
         return LoadedCase(ref, context, events, CaseVersion.after(events),
                           messages_read=len(messages))
@@ -219,7 +245,7 @@ class EventStore:
     def decode(self, stream: str, subject: str, messages: Sequence[Msg]) -> list[RecordedEvent]:
         """Stored messages of one subject, as read, into events (upcast)."""
         return [decode_message(self.catalog, self.topology, stream, subject,
-                               int(m.headers["Nats-Sequence"]), m.headers, m.data)
+                               int(m.headers["Nats-Sequence"]), m.headers, m.data, self.keys)
                 for m in messages]
 
     async def verify(self, context: str, ref: CaseRef) -> ChainCheck:
@@ -349,6 +375,11 @@ class EventStore:
         if not writes:
             return []
         stream = self.topology.stream(context)
+        if self.keys is not None:
+            personal = [w.ref.client_id for w in writes
+                        if any(personal_paths(type(e.data)) for e in w.events)]
+            if personal:
+                await self.keys.prepare(personal, create=True)
         prepared = [(self.topology.subject(context, w.ref), w,
                      self._prepare(context, w.ref, w.events, w.expected)) for w in writes]
         messages = [(subject, env, body, w.expected.stream_seq if i == 0 else None)
@@ -402,7 +433,8 @@ class EventStore:
         out = []
         prevhash, sequence = expected.hash, expected.sequence
         for ev in events:
-            body = ev.data.model_dump_json().encode()
+            body = (seal_body(ev.data, ref.client_id, self.keys) if self.keys is not None
+                    else ev.data.model_dump_json().encode())
             sequence += 1
             type_ = ce_type(ev.data.event_type, ev.data.event_version)
             at = format_time(ev.time)

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from shared.envelope import GENESIS_HASH, Envelope, parse_ce_type, parse_time, verify_chain
 from shared.errors import EventDecodeError, KernelError
-from shared.events import Event, EventCatalog
+from shared.events import SEALED_MARK, Event, EventCatalog
 from shared.store import EventStore
 from shared.streams import CaseRef
 
@@ -119,6 +119,9 @@ async def read_case(store: EventStore, catalog: EventCatalog, context: str, ref:
         records.sort(key=lambda r: r[0])
     tail = await read_tail(store, stream, subject, known[-1].seq if known else 0)
     records += [(int(m.headers["Nats-Sequence"]), m.headers, m.data) for m in tail]
+    if store.keys is not None:  # the persons' keys, for the personal values sealed
+        await store.keys.prepare({ref.client_id for _, _, body in records
+                                  if SEALED_MARK in body})
     out: list[StoredEvent] = []
     prevhash, prevseq = GENESIS_HASH, 0
     for seq, headers, body in records:
@@ -128,7 +131,8 @@ async def read_case(store: EventStore, catalog: EventCatalog, context: str, ref:
         prevhash, prevseq = env.hash, env.sequence
         try:  # the envelope is parsed already: decode the body alone
             name, version = parse_ce_type(env.type)
-            model, problem = catalog.decode(name, version, body), None
+            model, problem = catalog.decode(name, version, body, subject=env.client_id,
+                                            keys=store.keys), None
         except (ValueError, LookupError) as exc:  # unknown type or version, invalid body
             model, problem = None, str(EventDecodeError(subject, seq, str(exc)))
         out.append(StoredEvent(context, ref, stream, seq, dict(headers), body, env,

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
 from shared.events import Event, EventRegistry
+from shared.privacy import PERSONAL
 
 EVENTS = EventRegistry("guidance")
 CONTEXT = "guidance"
@@ -142,9 +144,9 @@ class LitmasRequested(Event):
 class LitmasSubmitted(Event):
     purpose: LitmasPurpose
     risk_level: RiskLevel
-    needs: list[str]
-    recommendation: str
-    summary: str
+    needs: Annotated[list[str] | None, PERSONAL]  # personal: sealed, None once erased
+    recommendation: Annotated[str | None, PERSONAL]
+    summary: Annotated[str | None, PERSONAL]
     submitted_by: str
     submitted_at: datetime
     late: bool
@@ -164,7 +166,7 @@ class TppDecisionRecorded(Event):
     outcome: TppOutcome
     met_on: date
     members: list[str]
-    notes: str
+    notes: Annotated[str | None, PERSONAL]
     recorded_by: str
 
 
@@ -183,7 +185,7 @@ class GuidanceSessionHeld(Event):
     approach: Approach
     held_on: date
     participants: list[Participant]
-    notes: str
+    notes: Annotated[str | None, PERSONAL]
     stage: Stage
     group_id: str | None = None
 

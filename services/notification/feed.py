@@ -81,4 +81,4 @@ class AgencyFeed(Reactor):
         headers = attributes(e.headers, DataLevel.IDENTIFIERS)
         headers["Nats-Msg-Id"] = e.id  # republishing after a restart stores nothing twice
         await self.js.publish(self.topology.feed_subject(e.office, e.type),
-                              redact(e.type, e.body, DataLevel.IDENTIFIERS), headers=headers)
+                              redact(e.type, e.plain_body, DataLevel.IDENTIFIERS), headers=headers)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated
 
 from shared.events import Event, EventRegistry
+from shared.privacy import PERSONAL
 
 EVENTS = EventRegistry("supervision")
 CONTEXT = "supervision"
@@ -82,8 +84,8 @@ class VisitLogged(Event):
     kind: ContactKind
     occurred_at: datetime
     outcome: Outcome
-    notes: str
-    remote_reason: str | None
+    notes: Annotated[str | None, PERSONAL]  # personal: sealed, None once erased
+    remote_reason: Annotated[str | None, PERSONAL]
     logged_by: str
     counts_as_report: bool
     covers_due_on: date | None
@@ -105,7 +107,7 @@ class ViolationRecorded(Event):
     code: str
     source: Source
     source_id: str | None
-    notes: str
+    notes: Annotated[str | None, PERSONAL]
     recorded_by: str
     recorded_on: date
 

@@ -446,6 +446,7 @@ def _ready(base: str) -> bool:
 async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settings,
                      replicas: int, services: tuple[str, ...] = SERVICES) -> None:
     from ..db import create_pool, ensure_kernel_tables
+    from ..privacy import ensure_key_tables
     from ..runtime import connect_nats
     from ..streams import check_server_profile, ensure_streams
 
@@ -468,6 +469,7 @@ async def _provision(nats_url: str, monitor_url: str, dsn: str, settings: Settin
         async with pool.acquire() as conn:
             for name in services:
                 await ensure_kernel_tables(conn, topology.schema(name))
+            await ensure_key_tables(conn, topology.schema("privacy"))
     finally:
         await pool.close()
 

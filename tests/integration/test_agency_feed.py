@@ -387,7 +387,7 @@ async def test_the_agency_feed_carries_a_registration_without_personal_data(sett
                                 headers=reg.token("jaksel", "pk"))
         assert r.status_code == 201, r.text
         client_id = r.json()["client_id"]
-        store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog)
+        store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog, keys=reg.kernel.keys)
         [registered] = (await store.load("registration", CaseRef("jaksel", client_id))).events
         assert registered.type == "ClientRegistered"
 

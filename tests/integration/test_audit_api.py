@@ -135,7 +135,7 @@ async def test_the_state_as_of_an_instant_is_what_the_events_stored_by_then_say(
 async def test_verify_finds_an_altered_event_and_a_gap(svc, settings, nc, servers):
     reg, gd, sv, au = svc
     cid, _ = await a_busy_case(reg, gd, sv)
-    store = EventStore(nc, Topology(settings.namespace), au.kernel.catalog)
+    store = EventStore(nc, Topology(settings.namespace), au.kernel.catalog, keys=au.kernel.keys)
     originals = {c: await store.read_subject(store.topology.stream(c),
                                              store.topology.subject(c, CaseRef("jaksel", cid)))
                  for c in ("registration", "guidance", "supervision")}

@@ -106,7 +106,7 @@ async def test_scenario_5_the_stage_gate_names_what_is_missing_then_opens(svc):
     r = await post(gd, cid, "stage", {"to_stage": "LANJUTAN", "tpp_decision_id": approved},
                    pk(gd))
     assert r.status_code == 200 and r.json()["events"] == ["StageAdvanced"]
-    store = EventStore(gd.kernel.nc, gd.kernel.topology, gd.kernel.catalog)
+    store = EventStore(gd.kernel.nc, gd.kernel.topology, gd.kernel.catalog, keys=gd.kernel.keys)
     advanced = (await store.load("guidance", CaseRef("jaksel", cid))).events[-1]
     assert advanced.data.tpp_decision_id == approved and advanced.data.to_stage == "LANJUTAN"
     # the next stage needs its own program and a decision of its own
@@ -135,7 +135,7 @@ async def test_scenario_4_a_diversion_litmas_is_due_in_72_hours_and_swept_once(s
     # two replicas sweep at the due time at once: one LitmasOverdue
     marked = await asyncio.gather(*(sweep_overdue_litmas(gd.kernel.pool, schema, runner, due)
                                     for _ in range(2)))
-    store = EventStore(gd.kernel.nc, gd.kernel.topology, gd.kernel.catalog)
+    store = EventStore(gd.kernel.nc, gd.kernel.topology, gd.kernel.catalog, keys=gd.kernel.keys)
     events = (await store.load("guidance", CaseRef("jaksel", cid))).events
     overdue = [e for e in events if e.type == "LitmasOverdue"]
     assert len(overdue) == 1 and sum(marked) >= 1
@@ -199,7 +199,7 @@ async def test_a_group_session_lands_in_every_case_or_in_none(svc):
                                  headers=pk(gd))
     assert refused.status_code == 422
     assert [c["client_id"] for c in refused.json()["clients"]] == [other]
-    store = EventStore(gd.kernel.nc, gd.kernel.topology, gd.kernel.catalog)
+    store = EventStore(gd.kernel.nc, gd.kernel.topology, gd.kernel.catalog, keys=gd.kernel.keys)
     for cid in ids:
         events = (await store.load("guidance", CaseRef("jaksel", cid))).events
         assert "GuidanceSessionHeld" not in [e.type for e in events]

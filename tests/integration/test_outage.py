@@ -64,7 +64,7 @@ async def test_with_nats_down_requests_answer_503_and_a_retry_stores_once(settin
         assert retried.status_code == 201, retried.text
         again = await reg.http.post("/v1/clients", json=body(nik(2)), headers={**officer, **key})
         assert again.json() == retried.json()
-        store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog)
+        store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog, keys=reg.kernel.keys)
         stored = await store.load("registration", CaseRef("jaksel", retried.json()["client_id"]))
         assert len(stored.events) == 1
         assert (await reg.http.get(f"/v1/clients/{client_id}", headers=officer)).status_code \
@@ -82,7 +82,7 @@ async def test_with_nats_down_a_search_answers_and_its_access_record_waits(setti
         await eventually(lambda: reg.http.get("/v1/clients", headers=officer),
                          until=lambda r: r.json()["items"])
         await reg.kernel.access.flush()  # the searches' records, stored behind their answers
-        store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog)
+        store = EventStore(reg.kernel.nc, reg.kernel.topology, reg.kernel.catalog, keys=reg.kernel.keys)
         before = len((await store.load("access", CaseRef("jaksel", client_id))).events)
 
         own_nats.kill()
@@ -113,10 +113,11 @@ async def test_with_postgres_down_requests_answer_503_never_401(settings, tmp_pa
             assert r.status_code == 503, r.text
             assert r.headers["Retry-After"].isdigit()
             assert r.json()["dependency"] == "postgres"
-            # a registration needs only NATS (the register book is a case in the stream)
+            # a registration needs PostgreSQL too: the person's data key, which seals their
+            # personal fields, is stored there before anything sealed with it is
             r = await reg.http.post("/v1/clients", json=body(nik(4)), headers=officer,
                                     timeout=NO_HANG)
-            assert r.status_code == 201, r.text
+            assert r.status_code == 503 and r.json()["dependency"] == "postgres", r.text
             ready = await reg.http.get("/readyz")
             assert ready.status_code == 503 and ready.json()["checks"]["postgres"] != "ok"
             pg.start()

@@ -55,7 +55,7 @@ async def test_a_read_is_recorded_in_the_access_stream(kernel, nc, topology):
     ref = CaseRef("jaksel", "client-9")
     await kernel.access.record(who, ref, "GET /v1/clients/client-9", correlation_id="c-1")
     await kernel.access.flush()  # the read did not wait for its record; it is queued
-    store = EventStore(nc, topology, kernel.catalog)
+    store = EventStore(nc, topology, kernel.catalog, keys=kernel.keys)
     loaded = await store.load("access", ref)
     (read,) = loaded.events
     assert read.type == "ClientDataRead" and read.actor == "pk-0007"
@@ -72,7 +72,7 @@ async def test_reads_queued_at_stop_are_stored_before_the_connection_closes(kern
     await asyncio.gather(*(kernel.access.record(who, ref, "GET /v1/clients (search)")
                            for ref in refs))
     await kernel.access.close()  # as the service stops: nothing waits on those records
-    store = EventStore(nc, topology, kernel.catalog)
+    store = EventStore(nc, topology, kernel.catalog, keys=kernel.keys)
     loads = await asyncio.gather(*(store.load("access", ref) for ref in refs))
     assert [len(loaded.events) for loaded in loads] == [1] * len(refs)
     assert await kernel.access.waiting() == 0  # all in the stream, none in the outbox

@@ -66,7 +66,7 @@ async def visit(sv, cid, kind="LAPOR_DIRI", day: date | None = None, outcome="ME
 
 
 async def events_of(sv, cid) -> list:
-    store = EventStore(sv.kernel.nc, sv.kernel.topology, sv.kernel.catalog)
+    store = EventStore(sv.kernel.nc, sv.kernel.topology, sv.kernel.catalog, keys=sv.kernel.keys)
     return (await store.load("supervision", CaseRef("jaksel", cid))).events
 
 

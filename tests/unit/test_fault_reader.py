@@ -20,7 +20,9 @@ def case(*bodies: dict) -> list[StoredEvent]:
         digest = chain_hash(prev, eid, kind, when, raw)
         out.append(StoredEvent("SUPERVISION", i, SUBJECT, {
             "ce-id": eid, "ce-type": kind, "ce-time": when, "ce-sequence": str(i),
-            "ce-prevhash": prev, "ce-hash": digest}, raw))
+            "ce-prevhash": prev, "ce-hash": digest,
+            # the harness sends its key as the correlation id (the notes are sealed)
+            "ce-correlationid": body.get("notes", "")}, raw))
         prev = digest
     return out
 

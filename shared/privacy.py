@@ -1,0 +1,304 @@
+"""Personal data under UU 27/2022 (PDP): every personal field of an event is stored sealed
+with a data key of its person, so that destroying the key erases the person from every
+event without rewriting history (crypto-shredding).
+
+- A field is personal when its event model marks it `Annotated[..., PERSONAL]` (names, NIK,
+  birth date, addresses, phone numbers, family contacts, free-text notes). Such fields are
+  optional in the models: after erasure they read as None.
+- At append, each personal value is replaced in the stored body by
+  `sealed:v1:<key id>:<base64 nonce + AES-256-GCM ciphertext of its JSON>`, the additional
+  data binding it to its person (the case's client id). The hash chain covers the stored
+  bytes, so `bapas audit verify` checks it with or without keys.
+- Data keys live in PostgreSQL, in a schema of their own (`<namespace>privacy`), each
+  wrapped (AES-256-GCM) by a master key from `BAPAS_PRIVACY_MASTER_KEYS`
+  (`kid=base64key,...`: the first wraps new keys; the others still unwrap, so master keys
+  rotate without re-wrapping at once). In development the master key is derived from the
+  token secret; outside it there is none unless configured.
+- Reading: a decoder given the key ring opens sealed values; a value whose key was
+  destroyed, or read where no key ring is, reads as None.
+
+Keys are opened into memory in batches before events are decoded (`KeyRing.prepare`), so
+decoding stays synchronous.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, get_args, get_origin
+
+import asyncpg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel
+
+__all__ = ["PERSONAL", "SEALED_PREFIX", "KeyRing", "MasterKeys", "personal_paths", "seal_body",
+           "open_value", "is_sealed", "ErasedPerson"]
+
+SEALED_PREFIX = "sealed:v1:"
+ERASED_NOTICE = "privacy.erased"  # under the topology's root: core NATS, not a stream
+KEY_CACHE_SECONDS = 60.0  # an erasure in another process is seen here within this time
+
+
+class _Personal:
+    """The marker of a personal field: `Annotated[str | None, PERSONAL]`."""
+
+    def __repr__(self) -> str:
+        return "PERSONAL"
+
+
+PERSONAL = _Personal()
+
+
+class ErasedPerson(Exception):
+    """The person's key is destroyed: their personal data can no longer be read."""
+
+
+def personal_paths(model: type[BaseModel]) -> tuple[tuple[str, ...], ...]:
+    """Every path to a personal field, into nested models (`("person", "nik")`)."""
+    cached = _PATHS.get(model)
+    if cached is not None:
+        return cached
+    out: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        if any(m is PERSONAL for m in info.metadata):
+            out.append((name,))
+            continue
+        for inner in _models_in(info.annotation):
+            out.extend((name, *p) for p in personal_paths(inner))
+    result = tuple(out)
+    _PATHS[model] = result
+    return result
+
+
+_PATHS: dict[type, tuple[tuple[str, ...], ...]] = {}
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) is not None and get_origin(annotation) not in (list, tuple, dict):
+        return [m for a in get_args(annotation) for m in _models_in(a)]
+    return []
+
+
+# ------------------------------------------------------------------------------ master keys
+
+
+class MasterKeys:
+    """Master keys by id; the first wraps new data keys, every one unwraps."""
+
+    def __init__(self, keys: dict[str, bytes]) -> None:
+        if not keys:
+            raise ValueError("no master key")
+        for kid, key in keys.items():
+            if len(key) != 32:
+                raise ValueError(f"master key {kid!r} must be 32 bytes (AES-256)")
+        self._keys = dict(keys)
+        self.current = next(iter(keys))
+
+    @classmethod
+    def parse(cls, text: str) -> MasterKeys:
+        """`kid=base64,kid2=base64` (the first is the current one)."""
+        keys: dict[str, bytes] = {}
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            kid, sep, b64 = part.partition("=")
+            if not sep or not kid or not b64.strip("= "):
+                raise ValueError("BAPAS_PRIVACY_MASTER_KEYS: write kid=base64key[,kid=...]")
+            keys[kid.strip()] = base64.b64decode(b64.strip() + "=" * (-len(b64.strip()) % 4))
+        return cls(keys)
+
+    @classmethod
+    def development(cls, secret: str) -> MasterKeys:
+        return cls({"dev": hmac.new(secret.encode(), b"bapas privacy master key",
+                                    hashlib.sha256).digest()})
+
+    def wrap(self, data_key: bytes, subject: str) -> tuple[str, bytes]:
+        nonce = os.urandom(12)
+        return self.current, nonce + AESGCM(self._keys[self.current]).encrypt(
+            nonce, data_key, subject.encode())
+
+    def unwrap(self, kid: str, wrapped: bytes, subject: str) -> bytes:
+        key = self._keys.get(kid)
+        if key is None:
+            raise ValueError(f"the data key of {subject} is wrapped by master key {kid!r}, "
+                             "which BAPAS_PRIVACY_MASTER_KEYS no longer holds")
+        return AESGCM(key).decrypt(wrapped[:12], wrapped[12:], subject.encode())
+
+
+# ------------------------------------------------------------------------------ data keys
+
+
+@dataclass(frozen=True, slots=True)
+class _DataKey:
+    kid: str
+    key: bytes | None  # None: destroyed
+    fetched: float
+
+
+def is_sealed(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(SEALED_PREFIX)
+
+
+class KeyRing:
+    """The data keys of the persons a service reads and writes, in its process."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str, masters: MasterKeys) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.table = f'"{schema}".subject_keys'
+        self.masters = masters
+        self._keys: dict[str, _DataKey] = {}
+
+    async def ensure_schema(self) -> None:
+        async with self.pool.acquire() as conn:
+            await ensure_key_tables(conn, self.schema)
+
+    async def prepare(self, subjects: Iterable[str], *, create: bool = False) -> None:
+        """Open the keys of these persons into memory (and make them where `create`)."""
+        now = time.monotonic()
+        wanted = [s for s in dict.fromkeys(subjects)
+                  if (k := self._keys.get(s)) is None or now - k.fetched > KEY_CACHE_SECONDS]
+        if not wanted:
+            return
+        rows = await self.pool.fetch(
+            f"SELECT subject, kid, master_kid, wrapped FROM {self.table} "
+            "WHERE subject = ANY($1::text[])", wanted)
+        found = {r["subject"]: r for r in rows}
+        missing = [s for s in wanted if s not in found]
+        if create and missing:
+            made = []
+            for subject in missing:
+                data_key = os.urandom(32)
+                master_kid, wrapped = self.masters.wrap(data_key, subject)
+                made.append((subject, "k" + os.urandom(8).hex(), master_kid, wrapped))
+            await self.pool.executemany(
+                f"INSERT INTO {self.table} (subject, kid, master_kid, wrapped) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING", made)
+            rows = await self.pool.fetch(  # another process may have made one first
+                f"SELECT subject, kid, master_kid, wrapped FROM {self.table} "
+                "WHERE subject = ANY($1::text[])", missing)
+            found.update({r["subject"]: r for r in rows})
+        for subject in wanted:
+            row = found.get(subject)
+            if row is None:
+                self._keys.pop(subject, None)
+                continue
+            key = (None if row["wrapped"] is None else
+                   self.masters.unwrap(row["master_kid"], bytes(row["wrapped"]), subject))
+            self._keys[subject] = _DataKey(row["kid"], key, now)
+
+    def seal(self, subject: str, value: Any) -> str:
+        key = self._keys.get(subject)
+        if key is None:
+            raise LookupError(f"no data key of {subject} prepared")
+        if key.key is None:
+            raise ErasedPerson(subject)
+        nonce = os.urandom(12)
+        sealed = AESGCM(key.key).encrypt(nonce, json.dumps(value).encode(), subject.encode())
+        return f"{SEALED_PREFIX}{key.kid}:{base64.b64encode(nonce + sealed).decode()}"
+
+    def open(self, subject: str, value: str) -> Any:
+        """The value, or None when the person's key is destroyed or unknown here."""
+        key = self._keys.get(subject)
+        if key is None or key.key is None:
+            return None
+        kid, _, blob = value[len(SEALED_PREFIX):].partition(":")
+        if kid != key.kid:
+            return None
+        raw = base64.b64decode(blob)
+        return json.loads(AESGCM(key.key).decrypt(raw[:12], raw[12:], subject.encode()))
+
+    def forget(self, subjects: Iterable[str]) -> None:
+        """Drop these persons' keys from memory (an erasure elsewhere): the next read
+        fetches them again, destroyed."""
+        for subject in subjects:
+            self._keys.pop(subject, None)
+
+    def erased(self, subject: str) -> bool:
+        key = self._keys.get(subject)
+        return key is not None and key.key is None
+
+    async def destroy(self, subject: str, *, by: str, legal_basis: str, at: datetime) -> bool:
+        """Destroy the person's key (keeping the row: who erased, when, on what basis).
+        True if a key was destroyed now."""
+        status = await self.pool.execute(
+            f"UPDATE {self.table} SET wrapped = NULL, destroyed_at = $2, destroyed_by = $3, "
+            "legal_basis = $4 WHERE subject = $1 AND wrapped IS NOT NULL",
+            subject, at, by, legal_basis)
+        self._keys[subject] = _DataKey(self._keys.get(subject, _DataKey("", None, 0)).kid, None,
+                                       time.monotonic())
+        return status.endswith(" 1")
+
+    async def rewrap(self) -> int:
+        """Wrap every live data key with the current master key (after a rotation, before
+        an old master key is retired). Returns how many were rewrapped."""
+        rows = await self.pool.fetch(
+            f"SELECT subject, master_kid, wrapped FROM {self.table} "
+            "WHERE wrapped IS NOT NULL AND master_kid <> $1", self.masters.current)
+        for r in rows:
+            key = self.masters.unwrap(r["master_kid"], bytes(r["wrapped"]), r["subject"])
+            kid, wrapped = self.masters.wrap(key, r["subject"])
+            await self.pool.execute(
+                f"UPDATE {self.table} SET master_kid = $2, wrapped = $3 WHERE subject = $1 "
+                "AND wrapped IS NOT NULL", r["subject"], kid, wrapped)
+        return len(rows)
+
+
+async def ensure_key_tables(conn: asyncpg.Connection, schema: str) -> None:
+    """The key schema, made once however many services start at the same moment (they
+    share it: CREATE ... IF NOT EXISTS alone races)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{schema}.keys")
+        await _create_key_tables(conn, schema)
+
+
+async def _create_key_tables(conn: asyncpg.Connection, schema: str) -> None:
+    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    await conn.execute(f"""
+        CREATE TABLE IF NOT EXISTS "{schema}".subject_keys (
+            subject      text PRIMARY KEY,
+            kid          text NOT NULL,
+            master_kid   text NOT NULL,
+            wrapped      bytea,             -- NULL once destroyed
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            destroyed_at timestamptz,
+            destroyed_by text,
+            legal_basis  text)""")
+
+
+# ------------------------------------------------------------------------------ bodies
+
+
+def seal_body(data: BaseModel, subject: str, keys: KeyRing) -> bytes:
+    """The stored body of an event: its JSON with every personal value sealed."""
+    paths = personal_paths(type(data))
+    if not paths:
+        return data.model_dump_json().encode()
+    doc = data.model_dump(mode="json")
+    for path in paths:
+        node: Any = doc
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and node.get(path[-1]) is not None:
+            node[path[-1]] = keys.seal(subject, node[path[-1]])
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def open_value(doc: Any, subject: str, keys: KeyRing | None) -> Any:
+    """The JSON document with every sealed value opened (None where it cannot be)."""
+    if isinstance(doc, dict):
+        return {k: open_value(v, subject, keys) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [open_value(v, subject, keys) for v in doc]
+    if is_sealed(doc):
+        return keys.open(subject, doc) if keys is not None else None
+    return doc

@@ -1,0 +1,124 @@
+"""Personal fields sealed per person (shared.privacy) on a real PostgreSQL and a real
+JetStream: what the stream holds, what a reader with and without the key sees, erasure by
+destroying the key, master-key rotation, and the hash chain over the sealed bytes."""
+
+from __future__ import annotations
+
+import base64
+import os
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+import pytest
+
+from shared.envelope import GENESIS_HASH
+from shared.events import Event, EventCatalog, EventRegistry, Metadata, NewEvent
+from shared.ids import new_id
+from shared.privacy import PERSONAL, SEALED_PREFIX, KeyRing, MasterKeys, personal_paths
+from shared.store import CaseVersion, EventStore
+from shared.streams import CaseRef
+
+REG = EventRegistry("registration")
+
+
+@REG.event()
+class PersonNoted(Event):
+    name: Annotated[str | None, PERSONAL]
+    born: Annotated[date | None, PERSONAL]
+    notes: Annotated[list[str] | None, PERSONAL]
+    program: str
+
+
+def master(kid: str = "m1") -> MasterKeys:
+    return MasterKeys({kid: os.urandom(32)})
+
+
+@pytest.fixture
+async def ring(pool, topology, streams):
+    keys = KeyRing(pool, topology.schema("privacy"), master())
+    await keys.ensure_schema()
+    return keys
+
+
+@pytest.fixture
+def store(nc, topology, ring):
+    return EventStore(nc, topology, EventCatalog(REG), keys=ring)
+
+
+def noted(name: str = "Siti Aminah") -> NewEvent:
+    return NewEvent(id=new_id(), data=PersonNoted(name=name, born=date(1945, 8, 17),
+                                                  notes=["tinggal bersama anak"],
+                                                  program="PB"),
+                    time=datetime.now(UTC), meta=Metadata(actor="pk-0007", correlation_id=new_id()))
+
+
+def test_the_personal_paths_of_a_model():
+    assert personal_paths(PersonNoted) == (("name",), ("born",), ("notes",))
+
+
+async def test_the_stream_holds_no_personal_value_and_the_owner_reads_them(store, ring):
+    ref = CaseRef("jaksel", "c-" + new_id())
+    await store.append("registration", ref, [noted()], CaseVersion(0, 0, GENESIS_HASH))
+    stream, subject = store.topology.stream("registration"), store.topology.subject(
+        "registration", ref)
+    raw = (await store.read_subject(stream, subject))[0].data
+    assert b"Siti" not in raw and b"1945" not in raw and b"tinggal" not in raw
+    assert raw.count(SEALED_PREFIX.encode()) == 3 and b'"program":"PB"' in raw
+    event = (await store.load("registration", ref)).events[0].data
+    assert (event.name, event.born, event.notes) == ("Siti Aminah", date(1945, 8, 17),
+                                                     ["tinggal bersama anak"])
+    # a reader without the key ring reads the sealed values as None
+    blind = EventStore(store._nc, store.topology, store.catalog)  # no keys
+    seen = (await blind.load("registration", ref)).events[0].data
+    assert (seen.name, seen.born, seen.notes, seen.program) == (None, None, None, "PB")
+    # and the chain holds over the sealed bytes, keys or not
+    assert (await blind.verify("registration", ref)).intact
+
+
+async def test_a_destroyed_key_erases_the_person_everywhere_it_is_read(store, ring, pool):
+    ref = CaseRef("jaksel", "c-" + new_id())
+    other = CaseRef("jaksel", "c-" + new_id())
+    for r in (ref, other):
+        await store.append("registration", r, [noted()], CaseVersion(0, 0, GENESIS_HASH))
+    assert await ring.destroy(ref.client_id, by="kabapas", legal_basis="UU 27/2022 Pasal 8",
+                              at=datetime.now(UTC))
+    assert not await ring.destroy(ref.client_id, by="kabapas", legal_basis="again",
+                                  at=datetime.now(UTC))  # once
+    # another process, with a ring of its own, sees it too
+    elsewhere = EventStore(store._nc, store.topology, store.catalog,
+                           keys=KeyRing(pool, ring.schema, ring.masters))
+    erased = (await elsewhere.load("registration", ref)).events[0].data
+    assert (erased.name, erased.born, erased.program) == (None, None, "PB")
+    assert (await elsewhere.load("registration", other)).events[0].data.name == "Siti Aminah"
+    assert (await elsewhere.verify("registration", ref)).intact
+    row = await pool.fetchrow(f"SELECT * FROM {ring.table} WHERE subject = $1",
+                              ref.client_id)
+    assert row["wrapped"] is None and row["destroyed_by"] == "kabapas"
+    assert row["legal_basis"] == "UU 27/2022 Pasal 8"
+
+
+async def test_master_keys_rotate_and_old_ones_still_unwrap(store, ring, pool):
+    ref = CaseRef("jaksel", "c-" + new_id())
+    await store.append("registration", ref, [noted()], CaseVersion(0, 0, GENESIS_HASH))
+    old = ring.masters
+    rotated = MasterKeys({"m2": os.urandom(32), **old._keys})
+    reader = KeyRing(pool, ring.schema, rotated)
+    later = EventStore(store._nc, store.topology, store.catalog, keys=reader)
+    assert (await later.load("registration", ref)).events[0].data.name == "Siti Aminah"
+    assert await reader.rewrap() >= 1
+    kid = await pool.fetchval(f"SELECT master_kid FROM {ring.table} WHERE subject = $1",
+                              ref.client_id)
+    assert kid == "m2"
+    only_new = KeyRing(pool, ring.schema, MasterKeys({"m2": rotated._keys["m2"]}))
+    fresh = EventStore(store._nc, store.topology, store.catalog, keys=only_new)
+    assert (await fresh.load("registration", ref)).events[0].data.name == "Siti Aminah"
+
+
+def test_master_keys_are_written_kid_equals_base64():
+    key = base64.b64encode(os.urandom(32)).decode()
+    keys = MasterKeys.parse(f"2026a={key}, 2025b={key}")
+    assert keys.current == "2026a"
+    with pytest.raises(ValueError, match="kid=base64"):
+        MasterKeys.parse(key)
+    with pytest.raises(ValueError, match="32 bytes"):
+        MasterKeys.parse("k=" + base64.b64encode(b"short").decode())
