@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 import structlog
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from shared.runtime import Kernel
 from shared.streams import CaseRef
@@ -136,4 +136,37 @@ def build_router(kernel: Kernel) -> APIRouter:
         return {"reads": [{**dict(r), "actor_roles": list(r["actor_roles"]),
                            "at": r["at"].isoformat()} for r in rows]}
 
-    return api
+    privacy = APIRouter(prefix="/v1/privacy", tags=["privacy"], responses=PROBLEM_RESPONSES,
+                        dependencies=[require_roles("auditor", "head")])
+
+    @privacy.get("/subjects/{client_id}/report",
+                 summary="Subject access (UU 27/2022): everything held on the person, "
+                         "decrypted, and who read it when (the read is recorded)")
+    async def subject_report(client_id: ClientId, request: Request,
+                             principal: CurrentPrincipal) -> Response:
+        refs, events = await events_of(principal, client_id)
+        now = datetime.now(UTC)
+        await kernel.access.record(principal, refs[-1],
+                                   f"GET /v1/privacy/subjects/{client_id}/report",
+                                   request.state.correlation_id)
+        rows = await kernel.pool.fetch(
+            f"SELECT client_id, client_office, actor, actor_office, actor_roles, service, what,"
+            f" at FROM {reads} WHERE client_id = ANY($1::text[]) ORDER BY at",
+            [r.client_id for r in refs])
+        return Response(orjson.dumps({
+            "client_id": client_id,
+            "generated_at": now.isoformat(),
+            "erased": any(e.envelope.type.startswith("bapas.PersonErased.") for e in events),
+            "cases": [{"office": r.office, "client_id": r.client_id} for r in refs],
+            "held": state_as_of(events, refs[-1], now),
+            "events": [{k: v for k, v in e.as_dict(data_as_json=True).items()
+                        if k in ("type", "context", "office", "time", "actor", "data")}
+                       for e in events],
+            "reads": [{**dict(r), "actor_roles": list(r["actor_roles"]),
+                       "at": r["at"].isoformat()} for r in rows]}),
+            media_type="application/json")
+
+    root = APIRouter()
+    root.include_router(api)
+    root.include_router(privacy)
+    return root

@@ -69,6 +69,7 @@ class DeliveryRouter(Projection):
         for name in PUBLIC_EVENT_TYPES:
             cls = types[name]
             out[cls] = self._route(specific.get(cls))
+        out[registration.PersonErased] = self._erased  # not public: nothing is sent
         return out
 
     def _route(self, specific):
@@ -114,7 +115,7 @@ class DeliveryRouter(Projection):
             level = DataLevel(sub["data_level"])
             self._record(w, delivery_id=derived_id(e.id, "webhook", sub["id"]),
                          channel=Channel.WEBHOOK, target=f"subscription:{sub['id']}", e=e,
-                         headers=attributes(e.headers, level), body=redact(e.type, e.body, level),
+                         headers=attributes(e.headers, level), body=redact(e.type, e.plain_body, level),
                          subscription_id=sub["id"])
 
     async def _emails(self, w: Writer, e: RecordedEvent) -> None:
@@ -124,7 +125,7 @@ class DeliveryRouter(Projection):
                                       e.client_id)
         if client is None:
             return
-        data = json.loads(e.body)
+        data = json.loads(e.plain_body)
         message = officer_message(e.type, data, dict(client))
         if message is None:
             return
@@ -183,6 +184,17 @@ class DeliveryRouter(Projection):
     async def _missed(self, w: Writer, e: RecordedEvent[supervision.ReportMissed]) -> None:
         w.execute("UPDATE {contacts} SET next_due_on = $2::date + interval_days "
                   "WHERE client_id = $1", e.client_id, e.data.due_on)
+
+    async def _erased(self, w: Writer, e: RecordedEvent[registration.PersonErased]) -> None:
+        """The person is erased (UU 27/2022): their name and phone leave the contacts, and
+        what was kept of messages about them goes; what was still to be sent is not sent."""
+        cases = [c.client_id for c in e.data.cases]
+        w.execute("UPDATE {contacts} SET full_name = '', phone = NULL "
+                  "WHERE client_id = ANY($1::text[])", cases)
+        w.execute(f"UPDATE {self.s}.deliveries SET body = ''::bytea, headers = $2::jsonb, "
+                  "status = CASE WHEN status IN ('PENDING', 'RETRYING', 'SENDING') "
+                  "THEN 'SKIPPED' ELSE status END, last_error = 'the person was erased' "
+                  "WHERE client_id = ANY($1::text[])", cases, "{}")
 
     async def _ended(self, w: Writer, e: RecordedEvent[supervision.SupervisionEnded]) -> None:
         w.execute("UPDATE {contacts} SET status = 'CLOSED' WHERE client_id = $1", e.client_id)

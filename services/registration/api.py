@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -142,11 +142,52 @@ class TransferredOut(ChangedOut):
     new_client_id: str
 
 
+class ErasureIn(_In):
+    client_id: Annotated[str, Field(pattern=CLIENT_ID_PATTERN)]
+    legal_basis: Text
+
+
+class ErasureOut(BaseModel):
+    client_id: str
+    erased: bool
+    erased_cases: list[dict[str, str]]
+    version: int
+
+
+class RetentionDue(BaseModel):
+    client_id: str
+    register_number: str
+    status: d.Status
+    ended_on: date
+    retention_ended_on: date
+    holds: list[dict[str, Any]] = Field(description="auditors' holds still standing (an "
+                                        "erasure is refused until they are lifted)")
+
+
+class RetentionSweep(BaseModel):
+    office: str
+    today: date
+    retention_days: int
+    due: list[RetentionDue]
+
+
+class HoldIn(_In):
+    reason: LongText
+    office: Annotated[str | None, Field(pattern=OFFICE_PATTERN,
+                                        description="the client's office (default: yours)")] = None
+
+
+class HoldOut(BaseModel):
+    client_id: str
+    hold_id: str
+    version: int
+
+
 class ClientSummary(BaseModel):
     client_id: str
     office: str
     register_number: str
-    full_name: str
+    full_name: str | None = Field(description="None once the person is erased")
     program: d.Program
     status: d.Status
     officer_id: str | None
@@ -408,6 +449,96 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
                               events=[e.type for e in decision.events],
                               to_office=moved.office, new_client_id=moved.client_id)
 
+    # -------------------------------------------------------------- personal data (PDP)
+
+    @api.post("/privacy/erasures", response_model=ErasureOut, tags=["privacy"],
+              summary="Erase a person's personal data by destroying their key (head of office; "
+                      "refused while a legal hold stands)",
+              dependencies=[require_roles("head")])
+    async def erase(body: ErasureIn, request: Request, principal: CurrentPrincipal
+                    ) -> ErasureOut:
+        bind(client_id=body.client_id)
+        if kernel.keys is None:
+            raise Problem(409, "Erasure not available here",
+                          "personal fields are not sealed per person where offices keep "
+                          "databases of their own (an office leaf, a hub) yet: no key to "
+                          "destroy would erase them", rule="erasure_unavailable")
+        ref = CaseRef(principal.office, body.client_id)
+        now = datetime.now(UTC)
+        decision = await registrar.change(ref, d.ErasePerson(
+            legal_basis=body.legal_basis, by=principal.sub, at=now,
+            retention_days=kernel.settings.privacy_retention_days),
+            metadata(request, principal), now)
+        erased = next((e for e in (await registrar.load(ref))[1].events
+                       if isinstance(e.data, d.PersonErased)), None)
+        if erased is None:  # a refusal is raised above; this is not reached
+            raise not_found()
+        # the record of the erasure is stored first; then the keys go (again, harmlessly,
+        # when the erasure is asked for once more)
+        for case in erased.data.cases:
+            await kernel.keys.destroy(case.client_id, by=erased.data.erased_by,
+                                      legal_basis=erased.data.legal_basis,
+                                      at=erased.data.erased_at)
+        await kernel.announce_erasure([c.client_id for c in erased.data.cases])
+        return ErasureOut(client_id=body.client_id, erased=True,
+                          erased_cases=[c.model_dump() for c in erased.data.cases],
+                          version=decision.version.sequence)
+
+    @api.get("/privacy/retention-due", response_model=RetentionSweep, tags=["privacy"],
+             summary="The retention sweep: closed cases whose retention has run out, for the "
+                     "head of office to confirm each erasure (nothing is erased here)",
+             dependencies=[require_roles("head")])
+    async def retention_due(principal: CurrentPrincipal,
+                            limit: Annotated[int, Query(ge=1, le=500)] = 100
+                            ) -> RetentionSweep:
+        days = kernel.settings.privacy_retention_days
+        today = d.office_date(datetime.now(UTC))
+        rows = await kernel.pool.fetch(
+            f"SELECT client_id, register_number, status, ended_on FROM {clients} "
+            "WHERE office = $1 AND status = 'CLOSED' AND NOT erased AND ended_on IS NOT NULL "
+            "AND ended_on + $2::int <= $3 ORDER BY ended_on, client_id LIMIT $4",
+            principal.office, days, today, limit)
+        due = []
+        for r in rows:  # an auditor's hold lives in the case: read it there
+            state, _ = await registrar.load(CaseRef(principal.office, r["client_id"]))
+            if state.erased:
+                continue
+            due.append(RetentionDue(
+                client_id=r["client_id"], register_number=r["register_number"],
+                status=r["status"], ended_on=r["ended_on"],
+                retention_ended_on=r["ended_on"] + timedelta(days=days),
+                holds=[h for h in d.legal_holds(state, today, days)
+                       if h["hold"] == "auditor_hold"]))
+        return RetentionSweep(office=principal.office, today=today, retention_days=days,
+                              due=due)
+
+    @api.post("/clients/{client_id}/legal-holds", response_model=HoldOut, status_code=201,
+              tags=["privacy"], summary="Hold a person's data against erasure (auditor)",
+              dependencies=[require_roles("auditor")])
+    async def place_hold(client_id: ClientId, body: HoldIn, request: Request,
+                         principal: CurrentPrincipal) -> HoldOut:
+        ref = CaseRef(body.office or principal.office, client_id)
+        hold_id = new_id()
+        now = datetime.now(UTC)
+        decision = await registrar.change(ref, d.PlaceHold(hold_id, body.reason, principal.sub,
+                                                           now), metadata(request, principal),
+                                          now)
+        return HoldOut(client_id=client_id, hold_id=hold_id, version=decision.version.sequence)
+
+    @api.delete("/clients/{client_id}/legal-holds/{hold_id}", response_model=ChangedOut,
+                tags=["privacy"], summary="Lift a legal hold (auditor)",
+                dependencies=[require_roles("auditor")])
+    async def lift_hold(client_id: ClientId, hold_id: Annotated[str, Path(max_length=64)],
+                        request: Request, principal: CurrentPrincipal,
+                        office: Annotated[str | None, Query(pattern=OFFICE_PATTERN)] = None
+                        ) -> ChangedOut:
+        ref = CaseRef(office or principal.office, client_id)
+        now = datetime.now(UTC)
+        decision = await registrar.change(ref, d.LiftHold(hold_id, principal.sub, now),
+                                          metadata(request, principal), now)
+        return ChangedOut(client_id=client_id, version=decision.version.sequence,
+                          changed=bool(decision.events), events=[e.type for e in decision.events])
+
     return api
 
 
@@ -429,6 +560,7 @@ def client_view(state: d.Client, version: int) -> dict[str, Any]:
     view["status"] = state.status.value
     view["is_child"] = state.is_child
     view["transferred_to"] = state.transferred_to.model_dump() if state.transferred_to else None
+    view["erased"] = state.erased  # the personal fields then read as None
     view["version"] = version
     return view
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -30,9 +30,9 @@ from shared.events import Event
 from shared.office_time import WIB, office_date
 
 from .events import (AddressChanged, CaseLink, ClientDetailsCorrected, ClientRegistered,
-                     ClientTransferred, Decision, FamilyContact, NikClaimed, NikReleased,
-                     OfficerAssigned, Period, Person, Program, RegisterNumberIssued,
-                     RegistrationClosed, Sex)
+                     ClientTransferred, Decision, FamilyContact, LegalHoldLifted,
+                     LegalHoldPlaced, NikClaimed, NikReleased, OfficerAssigned, Period, Person,
+                     PersonErased, Program, RegisterNumberIssued, RegistrationClosed, Sex)
 
 CHILD_PROGRAMS = frozenset({Program.DIVERSI, Program.PIDANA_PENGAWASAN})
 
@@ -95,6 +95,32 @@ class CloseRegistration:
 
 
 @dataclass(frozen=True)
+class PlaceHold:
+    hold_id: str
+    reason: str
+    by: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LiftHold:
+    hold_id: str
+    by: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ErasePerson:
+    """Erase the person's personal data (UU 27/2022) once no legal hold stands: guidance
+    still open, the retention period not yet over, or a hold placed by an auditor."""
+
+    legal_basis: str
+    by: str
+    at: datetime
+    retention_days: int
+
+
+@dataclass(frozen=True)
 class TransferClient:
     to_office: str
     tpp_decision_id: str
@@ -117,6 +143,9 @@ class Client(BaseModel):
     address: str | None = None
     corrections: dict[str, Any] = {}
     transferred_to: CaseLink | None = None
+    ended_on: date | None = None           # closed or transferred away (office date)
+    holds: dict[str, str] = {}             # auditors' legal holds: hold id -> reason
+    erased: bool = False
 
     @property
     def is_child(self) -> bool:
@@ -153,12 +182,20 @@ def evolve(state: Client, event: Event) -> Client:
             return state.model_copy(update={"address": address})
         case ClientDetailsCorrected(field=field, new_value=value):
             return state.model_copy(update={"corrections": {**state.corrections, field: value}})
-        case RegistrationClosed():
-            return state.model_copy(update={"status": Status.CLOSED})
-        case ClientTransferred(to_office=office, new_client_id=new_id):
+        case RegistrationClosed(closed_on=closed_on):
+            return state.model_copy(update={"status": Status.CLOSED, "ended_on": closed_on})
+        case ClientTransferred(to_office=office, new_client_id=new_id, transferred_at=at):
             return state.model_copy(update={"status": Status.TRANSFERRED,
+                                            "ended_on": office_date(at),
                                             "transferred_to": CaseLink(office=office,
                                                                        client_id=new_id)})
+        case LegalHoldPlaced(hold_id=hold_id, reason=reason):
+            return state.model_copy(update={"holds": {**state.holds, hold_id: reason}})
+        case LegalHoldLifted(hold_id=hold_id):
+            return state.model_copy(update={"holds": {k: v for k, v in state.holds.items()
+                                                      if k != hold_id}})
+        case PersonErased():
+            return state.model_copy(update={"erased": True})
     return state
 
 
@@ -300,9 +337,62 @@ def _require_active(state: Client) -> ClientRegistered:
     return state.registered
 
 
+def legal_holds(state: Client, today: date, retention_days: int) -> list[dict[str, Any]]:
+    """What stands in the way of erasing the person, each named for the head of office."""
+    holds: list[dict[str, Any]] = []
+    if state.status is Status.ACTIVE:
+        holds.append({"hold": "open_case", "message": "guidance of this client is still open"})
+    elif state.status is Status.TRANSFERRED and state.transferred_to is not None:
+        holds.append({"hold": "transferred", "office": state.transferred_to.office,
+                      "message": "the client's guidance continues at office "
+                      f"{state.transferred_to.office}; their record is erased there"})
+    if state.status is not Status.ACTIVE and state.ended_on is not None:
+        until = state.ended_on + timedelta(days=retention_days)
+        if today < until:
+            holds.append({"hold": "retention", "until": until.isoformat(),
+                          "message": f"the retention period runs until {until}"})
+    for hold_id, reason in state.holds.items():
+        holds.append({"hold": "auditor_hold", "hold_id": hold_id,
+                      "message": f"an auditor holds the data: {reason}"})
+    return holds
+
+
+def decide_privacy(cmd: PlaceHold | LiftHold | ErasePerson, state: Client) -> list[Event]:
+    """Legal holds and erasure: they apply to closed records too."""
+    if state.status is Status.NEW or state.registered is None:
+        raise DomainError("no such client", rule="not_found", status=404)
+    match cmd:
+        case PlaceHold(hold_id=hold_id, reason=reason, by=by, at=at):
+            if state.erased:
+                raise DomainConflict("the person is erased already", rule="erased")
+            return [LegalHoldPlaced(hold_id=hold_id, reason=reason, placed_by=by, placed_at=at)]
+        case LiftHold(hold_id=hold_id, by=by, at=at):
+            if hold_id not in state.holds:
+                raise DomainError(f"no legal hold {hold_id} on this client", field="hold_id",
+                                  rule="not_found", status=404)
+            return [LegalHoldLifted(hold_id=hold_id, lifted_by=by, lifted_at=at)]
+        case ErasePerson(legal_basis=basis, by=by, at=at, retention_days=days):
+            if state.erased:
+                return []
+            holds = legal_holds(state, office_date(at), days)
+            if holds:
+                raise DomainConflict(
+                    "the person cannot be erased while a legal hold stands: "
+                    + "; ".join(h["message"] for h in holds),
+                    rule="legal_hold", field="client_id", extra={"holds": holds})
+            link = state.registered.transferred_from
+            return [PersonErased(legal_basis=basis, erased_by=by, erased_at=at, cases=[
+                CaseLink(office=state.registered.office, client_id=state.registered.client_id),
+                *([link] if link else [])])]
+    raise TypeError(f"not a privacy command: {cmd!r}")
+
+
 def decide(cmd: AssignOfficer | ChangeAddress | CorrectDetails | TransferClient
-           | CloseRegistration, state: Client) -> list[Event]:
+           | CloseRegistration | PlaceHold | LiftHold | ErasePerson, state: Client
+           ) -> list[Event]:
     """Changes to a registered client (registration itself is `register`)."""
+    if isinstance(cmd, PlaceHold | LiftHold | ErasePerson):
+        return decide_privacy(cmd, state)
     if isinstance(cmd, CloseRegistration) and state.status is not Status.ACTIVE:
         return []  # transferred or closed already: nothing more to record
     registered = _require_active(state)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from shared.events import Event, EventRegistry
+from shared.privacy import PERSONAL
 
 EVENTS = EventRegistry("registration")
 CONTEXT = "registration"
@@ -57,18 +58,20 @@ class Period(_Value):
 
 
 class Person(_Value):
-    full_name: str
-    nik: str
-    birth_date: date
+    """Personal (sealed per person; None once the person is erased), but for the sex."""
+
+    full_name: Annotated[str | None, PERSONAL]
+    nik: Annotated[str | None, PERSONAL]
+    birth_date: Annotated[date | None, PERSONAL]
     sex: Sex
-    address: str
-    phone: str | None = None
+    address: Annotated[str | None, PERSONAL]
+    phone: Annotated[str | None, PERSONAL] = None
 
 
 class FamilyContact(_Value):
-    name: str
-    relation: str
-    phone: str | None = None
+    name: Annotated[str | None, PERSONAL]
+    relation: Annotated[str | None, PERSONAL]
+    phone: Annotated[str | None, PERSONAL] = None
 
 
 class CaseLink(_Value):
@@ -107,8 +110,8 @@ class OfficerAssigned(Event):
 
 @EVENTS.event()
 class AddressChanged(Event):
-    address: str
-    previous_address: str
+    address: Annotated[str | None, PERSONAL]
+    previous_address: Annotated[str | None, PERSONAL]
     reported_by_client: bool
     changed_at: datetime
 
@@ -116,8 +119,8 @@ class AddressChanged(Event):
 @EVENTS.event()
 class ClientDetailsCorrected(Event):
     field: str
-    old_value: Any
-    new_value: Any
+    old_value: Annotated[Any, PERSONAL]
+    new_value: Annotated[Any, PERSONAL]
     reason: str
     corrected_at: datetime
 
@@ -138,6 +141,34 @@ class RegistrationClosed(Event):
 
     reason: str
     closed_on: date
+
+
+@EVENTS.event()
+class LegalHoldPlaced(Event):
+    """An auditor holds the person's data: it may not be erased until the hold is lifted."""
+
+    hold_id: str
+    reason: str
+    placed_by: str
+    placed_at: datetime
+
+
+@EVENTS.event()
+class LegalHoldLifted(Event):
+    hold_id: str
+    lifted_by: str
+    lifted_at: datetime
+
+
+@EVENTS.event()
+class PersonErased(Event):
+    """The person's data keys are destroyed (UU 27/2022, crypto-shredding): the personal
+    fields of every event of `cases` read as None from now on; every other fact stays."""
+
+    legal_basis: str
+    erased_by: str
+    erased_at: datetime
+    cases: list[CaseLink]
 
 
 @EVENTS.event()

@@ -7,7 +7,8 @@ from shared.office_time import office_date
 from shared.projector import Projection, Writer
 
 from .domain import (CHILD_PROGRAMS, AddressChanged, ClientDetailsCorrected, ClientRegistered,
-                     ClientTransferred, OfficerAssigned, Program, RegistrationClosed)
+                     ClientTransferred, OfficerAssigned, PersonErased, Program,
+                     RegistrationClosed)
 
 # ClientDetailsCorrected fields that a column of the read model shows
 _COLUMNS = {
@@ -25,7 +26,7 @@ class ClientDirectory(Projection):
     """Who are the office's clients, and who guides them."""
 
     name = "client_directory"
-    version = 1
+    version = 2  # 2: personal columns may be empty (a person erased), the `erased` flag
     contexts = ("registration",)
     tables = {"clients": """
         CREATE TABLE {table} (
@@ -35,11 +36,11 @@ class ClientDirectory(Projection):
             program         text NOT NULL,
             status          text NOT NULL,
             officer_id      text,
-            full_name       text NOT NULL,
-            nik             text NOT NULL,
-            birth_date      date NOT NULL,
+            full_name       text,
+            nik             text,
+            birth_date      date,
             sex             text NOT NULL,
-            address         text NOT NULL,
+            address         text,
             phone           text,
             is_child        boolean NOT NULL,
             period_start    date NOT NULL,
@@ -49,17 +50,21 @@ class ClientDirectory(Projection):
             transferred_from_client text,
             transferred_to_office   text,
             transferred_to_client   text,
+            ended_on        date,               -- closed or transferred away
+            erased          boolean NOT NULL DEFAULT false,
             version         integer NOT NULL
         );
         CREATE INDEX ON {table} (office, registered_at DESC, client_id DESC);
         CREATE INDEX ON {table} (office, officer_id, status);
         CREATE INDEX ON {table} (office, register_number);
+        CREATE INDEX ON {table} (office, ended_on) WHERE NOT erased;
     """}
 
     def handlers(self):
         return {ClientRegistered: self.registered, OfficerAssigned: self.assigned,
                 AddressChanged: self.moved, ClientDetailsCorrected: self.corrected,
-                ClientTransferred: self.transferred, RegistrationClosed: self.closed}
+                ClientTransferred: self.transferred, RegistrationClosed: self.closed,
+                PersonErased: self.erased}
 
     async def registered(self, w: Writer, e: RecordedEvent[ClientRegistered]) -> None:
         d = e.data
@@ -100,12 +105,20 @@ class ClientDirectory(Projection):
 
     async def transferred(self, w: Writer, e: RecordedEvent[ClientTransferred]) -> None:
         w.execute("UPDATE {clients} SET status = 'TRANSFERRED', transferred_to_office = $2, "
-                  "transferred_to_client = $3, version = $4 WHERE client_id = $1",
-                  e.client_id, e.data.to_office, e.data.new_client_id, e.sequence)
+                  "transferred_to_client = $3, ended_on = $5, version = $4 "
+                  "WHERE client_id = $1", e.client_id, e.data.to_office, e.data.new_client_id,
+                  e.sequence, office_date(e.data.transferred_at))
 
     async def closed(self, w: Writer, e: RecordedEvent[RegistrationClosed]) -> None:
-        w.execute("UPDATE {clients} SET status = 'CLOSED', version = $2 WHERE client_id = $1",
-                  e.client_id, e.sequence)
+        w.execute("UPDATE {clients} SET status = 'CLOSED', ended_on = $3, version = $2 "
+                  "WHERE client_id = $1", e.client_id, e.sequence, e.data.closed_on)
+
+
+    async def erased(self, w: Writer, e: RecordedEvent[PersonErased]) -> None:
+        """Only the non-personal facts stay: office, number, program, status, dates."""
+        w.execute("UPDATE {clients} SET full_name = NULL, nik = NULL, birth_date = NULL, "
+                  "address = NULL, phone = NULL, erased = true, version = $2 "
+                  "WHERE client_id = $1", e.client_id, e.sequence)
 
 
 class MonthlyReport(Projection):

@@ -134,7 +134,7 @@ async def test_a_rebuild_of_50000_events_gives_the_same_rows_and_shows_progress(
         async def live_position() -> int:
             return await pool.fetchval(
                 f'SELECT position FROM "{schema}".projection_checkpoints WHERE projection = '
-                "'client_directory' AND tag = 'v1_1' AND stream = $1", stream)
+                "'client_directory' AND tag = 'v2_1' AND stream = $1", stream)
 
         await eventually(live_position, equals=last_seq, timeout=120, every=0.5)
         snapshot = await pool.fetch(f'SELECT * FROM "{schema}".clients ORDER BY client_id')
@@ -148,25 +148,25 @@ async def test_a_rebuild_of_50000_events_gives_the_same_rows_and_shows_progress(
 
         assert result.exit_code == 0, result.output
         out = result.output
-        assert "client_directory: rebuilding from the streams into v1_2" in out
+        assert "client_directory: rebuilding from the streams into v2_2" in out
         progress = re.findall(r"\[[#-]{30}\]\s+(\d+)% [\d,]+/50,000 events [\d,]+/s ETA (\S+)", out)
         assert len(progress) >= 2, out
         assert progress[-1][0] == "100"
         assert any(eta not in ("--:--", "0:00") for _, eta in progress), out
-        assert "client_directory: switched v1_1 -> v1_2: 50,000 events in" in out
+        assert "client_directory: switched v2_1 -> v2_2: 50,000 events in" in out
 
         versions = await pool.fetchrow(
             f'SELECT active_tag, building_tag FROM "{schema}".projection_versions '
             "WHERE projection = 'client_directory'")
-        assert (versions["active_tag"], versions["building_tag"]) == ("v1_2", None)
+        assert (versions["active_tag"], versions["building_tag"]) == ("v2_2", None)
         rebuilt = await pool.fetch(f'SELECT * FROM "{schema}".clients ORDER BY client_id')
         assert [dict(r) for r in rebuilt] == [dict(r) for r in snapshot]
         tables = await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND "
                                   "tablename LIKE 'clients%' ORDER BY tablename", schema)
-        assert [t["tablename"] for t in tables] == ["clients__v1_2"]  # the old build is gone
+        assert [t["tablename"] for t in tables] == ["clients__v2_2"]  # the old build is gone
         assert await pool.fetchval(
             f'SELECT count(*) FROM "{schema}".projection_checkpoints '
-            "WHERE projection = 'client_directory' AND tag = 'v1_1'") == 0
+            "WHERE projection = 'client_directory' AND tag = 'v2_1'") == 0
 
         # the rebuilt view is live: new events still reach it
         ref = CaseRef("jaksel", new_id())

@@ -93,7 +93,7 @@ async def test_an_idempotent_retry_answers_the_same_and_stores_nothing_more(svc)
     again = await register(svc, **{"Idempotency-Key": key})
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
-    store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog)
+    store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog, keys=svc.kernel.keys)
     client = await store.load("registration", CaseRef("jaksel", first.json()["client_id"]))
     assert len(client.events) == 1
     year = office_today().year
@@ -196,7 +196,7 @@ async def test_officer_address_and_corrections_keep_what_was_before(svc):
                             json={"field": "person.full_name", "value": "Siti Aminah Lubis",
                                   "reason": "salah ketik"})
     assert r.json()["events"] == ["ClientDetailsCorrected"] and r.json()["version"] == 4
-    store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog)
+    store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog, keys=svc.kernel.keys)
     events = (await store.load("registration", CaseRef("jaksel", cid))).events
     assigned, moved, corrected = (e.data for e in events[1:4])
     assert assigned.previous_officer_id == "pk-0007" and assigned.officer_id == "pk-0009"
@@ -298,7 +298,7 @@ async def test_search_pages_with_a_cursor_and_filters(svc):
 async def test_every_read_of_a_client_is_recorded(svc):
     cid = (await register(svc)).json()["client_id"]
     await svc.http.get(f"/v1/clients/{cid}", headers=svc.token("jaksel", "head", sub="kabapas"))
-    store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog)
+    store = EventStore(svc.kernel.nc, svc.kernel.topology, svc.kernel.catalog, keys=svc.kernel.keys)
     reads = await eventually(lambda: store.load("access", CaseRef("jaksel", cid)),
                              until=lambda loaded: loaded.events)
     assert [(e.actor, e.data.what) for e in reads.events] == [
