@@ -493,3 +493,44 @@ def bench_audit(events: int, case_events: int) -> None:
     """History of one case among many stored events: p50/p99 against raw reads."""
     from .bench.audit import run
     run(events=events, case_events=case_events)
+
+
+@main.group()
+def privacy() -> None:
+    """Personal data under UU 27/2022: master keys and sealing existing events."""
+
+
+@privacy.command("new-key")
+@click.option("--kid", default=None, help="the key's id (default: today's date)")
+def privacy_new_key(kid: str | None) -> None:
+    """Print a new master key as BAPAS_PRIVACY_MASTER_KEYS wants it (kid=base64). Put it
+    first to rotate: the keys after it still unwrap the data keys they wrapped."""
+    import base64
+    import secrets
+    from datetime import date
+
+    click.echo(f"{kid or date.today().strftime('%Y%m%d')}="
+               f"{base64.b64encode(secrets.token_bytes(32)).decode()}")
+
+
+@privacy.command("seal-existing")
+@_data_option
+@click.option("--backup", type=click.Path(path_type=Path), required=True,
+              help="where the streams' messages are written before they are rewritten")
+@click.option("--restore", "restore_from", type=click.Path(path_type=Path, exists=True),
+              default=None, help="publish a backup's messages back instead")
+def privacy_seal_existing(data: Path, backup: Path, restore_from: Path | None) -> None:
+    """Seal the personal fields of events written before sealing (one-off, services
+    stopped): each case stream is backed up, rewritten with the same events sealed and
+    their chains recomputed, and a manifest ties each old hash to its new one."""
+    from .local.sealing import run as run_sealing
+    sys.exit(run_sealing(data, backup, restore_from=restore_from, echo=click.echo))
+
+
+@privacy.command("rewrap")
+@_data_option
+def privacy_rewrap(data: Path) -> None:
+    """Wrap every live data key with the current (first) master key, so that an older
+    master key can then be retired from BAPAS_PRIVACY_MASTER_KEYS."""
+    from .local.sealing import run as run_sealing
+    sys.exit(run_sealing(data, rewrap=True, echo=click.echo))

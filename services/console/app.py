@@ -74,6 +74,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     env.globals.update(label=label, tanggal=tanggal, waktu=waktu, LABELS=LABELS,
                        development=settings.development, oidc=oidc is not None)
     env.filters.update(tanggal=tanggal, waktu=waktu)
+    env.finalize = lambda value: "–" if value is None else value  # an erased field, say
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     form_action = "'self'"
     if settings.oidc_issuer:  # the sign-in form's redirect goes to the provider
@@ -375,6 +376,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
         if action is None or not CLIENT_ID.match(client_id):
             return page(request, "galat.html", 404, title="Tidak ditemukan",
                         message="Tindakan ini tidak dikenal.")
+        if "client_id" in action.fields:  # the case named in the URL, whatever was sent
+            form["client_id"] = client_id
         try:
             await call(request, me, action.method, action.service,
                        action.path.format(client_id=client_id), json=action.body(form))
@@ -385,6 +388,26 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
                                      errors=errors_by_field(refused, action.fields))
         request.session["flash"] = action.done
         return RedirectResponse(f"/klien/{client_id}#{aksi}", status_code=303)
+
+    @app.get("/klien/{client_id}/data-pribadi", response_class=HTMLResponse)
+    async def data_pribadi(request: Request, client_id: str) -> HTMLResponse:
+        """Subject access (UU 27/2022): everything held on the person and who read it, as
+        the audit service reports it; printable."""
+        me = signed_in(request)
+        if not CLIENT_ID.match(client_id):
+            raise Refused(404, {"title": "Not found"})
+        report = await call(request, me, "GET", "audit",
+                            f"/v1/privacy/subjects/{client_id}/report")
+        return page(request, "data_pribadi.html", report=report, client_id=client_id,
+                    flatten=flatten)
+
+    @app.get("/retensi", response_class=HTMLResponse)
+    async def retensi(request: Request) -> HTMLResponse:
+        """The retention sweep: whose data may now be erased, for the head to confirm one
+        by one on each client's page."""
+        me = signed_in(request)
+        sweep = await call(request, me, "GET", "registration", "/v1/privacy/retention-due")
+        return page(request, "retensi.html", sweep=sweep, active="retensi")
 
     # ------------------------------------------------------------------ Papan kepatuhan
 
@@ -435,6 +458,17 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     return app
+
+
+def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested document as (path, value) rows, for a page that shows it all."""
+    if isinstance(data, dict):
+        return [row for k, v in data.items() for row in flatten(v, f"{prefix}{k}.")]
+    if isinstance(data, list) and any(isinstance(v, dict | list) for v in data):
+        return [row for i, v in enumerate(data) for row in flatten(v, f"{prefix}{i}.")]
+    if isinstance(data, list):
+        return [(prefix.rstrip("."), ", ".join(str(v) for v in data))]
+    return [(prefix.rstrip("."), data)]
 
 
 def worklist_sections(worklist: dict[str, Any] | None, board: dict[str, Any] | None,

@@ -113,12 +113,32 @@ def registration_body(form: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+HOLD_WORDS = {"open_case": "kasus klien masih berjalan",
+              "transferred": "klien dipindahkan; datanya dihapus di kantor tujuan",
+              "retention": "masa retensi baru berakhir {until}",
+              "auditor_hold": "ditahan auditor"}
+
+
+def holds_words(holds: list[dict[str, Any]]) -> str:
+    from .words import tanggal
+
+    parts = []
+    for h in holds:
+        words = HOLD_WORDS.get(str(h.get("hold")), str(h.get("message") or h.get("hold")))
+        parts.append(words.format(until=tanggal(h.get("until"))) if "{until}" in words
+                     else words)
+    return "Data pribadi belum dapat dihapus: " + "; ".join(parts) + "."
+
+
 def errors_by_field(refused: Refused, fields: tuple[str, ...] | None = None
                     ) -> dict[str, str]:
     """Field path -> message. An error inside a list field (`needs.0`) goes to the field;
     one that names no field of the form (or none at all) is kept under ``""``, shown at
     the top of the form."""
     out: dict[str, str] = {}
+    holds = refused.problem.get("holds")
+    if refused.problem.get("rule") == "legal_hold" and isinstance(holds, list):
+        return {"": holds_words(holds)}
     for error in refused.errors:
         field = error.get("field") or ""
         field = field.removeprefix("body.")
@@ -211,4 +231,6 @@ ACTIONS: dict[str, Action] = {
                         "Kontak tercatat.", _visit),
     "pelanggaran": Action("supervision", "POST", "/v1/supervision/{client_id}/violations",
                           ("category", "code", "notes"), "Pelanggaran tercatat."),
+    "hapus": Action("registration", "POST", "/v1/privacy/erasures",
+                    ("client_id", "legal_basis"), "Data pribadi klien telah dihapus."),
 }

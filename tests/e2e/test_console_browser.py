@@ -49,6 +49,7 @@ def console(tmp_path_factory) -> Iterator[tuple[str, Platform]]:
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     data = tmp_path_factory.mktemp("console") / "data"
     up = Platform(data, ports)
+    up.env["BAPAS_PRIVACY_RETENTION_DAYS"] = "0"  # a closed case may be erased at once
     try:
         up.start()
         up.read_until(lambda line: line.startswith("token"), START_TIMEOUT)
@@ -304,6 +305,38 @@ def test_an_officer_walks_a_client_from_registration_to_the_monthly_report(conso
                  "Tahap dinaikkan", "Kontak tercatat"):
         assert step in timeline, timeline
     head.check("klien-kepala")
+
+    # ---------------------------------------------------------------- UU 27/2022
+    hpage = head.page
+    hpage.get_by_role("link", name="Laporan akses subjek").click()
+    hpage.wait_for_url(client_url + "/data-pribadi")
+    report = hpage.locator("main").inner_text()
+    assert NAME in report and NIK in report and "pk-0001" in report  # data and its readers
+    head.check("data-pribadi")
+    hpage.goto(client_url)
+    close = open_form(hpage, "tutup")
+    close.get_by_label(re.compile("^Alasan")).select_option("DECEASED")
+    close.get_by_role("button", name="Tutup kasus").click()
+    hpage.wait_for_url(client_url + "#tutup")
+    assert head.flash() == "Kasus ditutup."
+    # registration closes its record on guidance's event, a moment later
+    for _ in range(50):
+        if hpage.locator("details#hapus").count():
+            break
+        hpage.wait_for_timeout(200)
+        hpage.reload()
+    erase = open_form(hpage, "hapus")
+    erase.get_by_label(re.compile("^Dasar hukum")).fill("UU 27/2022 Pasal 8")
+    erase.get_by_role("button", name="Hapus data pribadi").click()
+    hpage.wait_for_url(client_url + "#hapus")
+    assert head.flash() == "Data pribadi klien telah dihapus."
+    assert hpage.get_by_role("heading", name="Data pribadi dihapus").is_visible()
+    assert NAME not in hpage.content() and NIK not in hpage.content()
+    assert "Data pribadi dihapus" in hpage.locator("ol.timeline").inner_text()
+    head.check("klien-dihapus")
+    hpage.get_by_role("link", name="Laporan akses subjek").click()
+    hpage.wait_for_url(client_url + "/data-pribadi")
+    assert NAME not in hpage.content() and NIK not in hpage.content()
     head.close()
 
     # ---------------------------------------------------------------- another office
@@ -315,7 +348,9 @@ def test_an_officer_walks_a_client_from_registration_to_the_monthly_report(conso
     other.check("kantor-lain-ditolak", 404)
     other.close()
 
-    # nor in the console's log
+    # nor in any log, the console's or a service's
+    for path in sorted((up.data / "logs").glob("*.log")):
+        text = path.read_text()
+        assert NIK not in text and "Wahyuningsih" not in text, path.name
     log = (up.data / "logs" / "console.log").read_text()
-    assert NIK not in log and "Wahyuningsih" not in log
     assert '"route": "/klien/{client_id}"' in log
