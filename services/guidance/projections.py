@@ -6,6 +6,7 @@ from __future__ import annotations
 from shared.events import RecordedEvent
 from shared.office_time import office_date
 from shared.projector import Projection, Writer
+from shared.web.reports import FACTS_TABLE, record_fact
 
 from . import domain as d
 
@@ -132,17 +133,7 @@ class MonthlyReport(Projection):
                 PRIMARY KEY (client_id, stage)
             );
         """,
-        "report_facts": """
-            CREATE TABLE {table} (
-                event_id text NOT NULL,
-                kind     text NOT NULL,
-                office   text NOT NULL,
-                on_date  date NOT NULL,
-                key      text NOT NULL,
-                PRIMARY KEY (event_id, kind)
-            );
-            CREATE INDEX ON {table} (office, on_date);
-        """,
+        "report_facts": FACTS_TABLE,
     }
 
     def handlers(self):
@@ -152,9 +143,7 @@ class MonthlyReport(Projection):
                 d.RevocationImposed: self.imposed, d.GuidanceClosed: self.closed}
 
     def _fact(self, w: Writer, e: RecordedEvent, kind: str, on: object, key: str) -> None:
-        w.execute_unordered("INSERT INTO {report_facts} (event_id, kind, office, on_date, key) "
-                            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                            e.id, kind, e.office, on, key)
+        record_fact(w, e, kind, on, key)
 
     def _stage(self, w: Writer, e: RecordedEvent, stage: d.Stage, on: object) -> None:
         w.execute("INSERT INTO {report_stages} (client_id, stage, rank, since_on) "

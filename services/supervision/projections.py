@@ -6,6 +6,7 @@ from services.guidance.events import TppDecisionRecorded, TppSubject
 from shared.events import RecordedEvent
 from shared.office_time import office_date
 from shared.projector import Projection, Writer
+from shared.web.reports import FACTS_TABLE, record_fact
 
 from . import domain as d
 
@@ -131,17 +132,7 @@ class MonthlyReport(Projection):
             );
             CREATE INDEX ON {table} (office) WHERE status = 'ACTIVE';
         """,
-        "report_facts": """
-            CREATE TABLE {table} (
-                event_id text NOT NULL,
-                kind     text NOT NULL,
-                office   text NOT NULL,
-                on_date  date NOT NULL,
-                key      text NOT NULL,
-                PRIMARY KEY (event_id, kind)
-            );
-            CREATE INDEX ON {table} (office, on_date);
-        """,
+        "report_facts": FACTS_TABLE,
     }
 
     def handlers(self):
@@ -150,9 +141,7 @@ class MonthlyReport(Projection):
                 d.ViolationRecorded: self.violation, d.SupervisionEnded: self.ended}
 
     def _fact(self, w: Writer, e: RecordedEvent, kind: str, on: object, key: str) -> None:
-        w.execute_unordered("INSERT INTO {report_facts} (event_id, kind, office, on_date, key) "
-                            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                            e.id, kind, e.office, on, key)
+        record_fact(w, e, kind, on, key)
 
     async def started(self, w: Writer, e: RecordedEvent[d.SupervisionStarted]) -> None:
         x = e.data

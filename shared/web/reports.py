@@ -15,7 +15,29 @@ from ..office_time import Month
 from .auth import CurrentPrincipal
 from .problems import Problem
 
-__all__ = ["REPORT_READERS", "MonthlyScope", "ReportScope", "Tally", "counts"]
+__all__ = ["FACTS_TABLE", "REPORT_READERS", "MonthlyScope", "ReportScope", "Tally", "counts",
+           "record_fact"]
+
+# A monthly report's counted facts (guidance's and supervision's read models): one row per
+# fact, `kind` what is counted, `key` the code it is counted under, on an office date.
+FACTS_TABLE = """
+    CREATE TABLE {table} (
+        event_id text NOT NULL,
+        kind     text NOT NULL,
+        office   text NOT NULL,
+        on_date  date NOT NULL,
+        key      text NOT NULL,
+        PRIMARY KEY (event_id, kind)
+    );
+    CREATE INDEX ON {table} (office, on_date);
+"""
+
+
+def record_fact(w: Any, e: Any, kind: str, on: object, key: str) -> None:
+    """One counted fact of event `e` into `{report_facts}` (a projection Writer's batch)."""
+    w.execute_unordered("INSERT INTO {report_facts} (event_id, kind, office, on_date, key) "
+                        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                        e.id, kind, e.office, on, key)
 
 # the office's staff and the panel read their own office's report; auditors any office's
 REPORT_READERS = ("pk", "supervisor", "head", "tpp", "auditor")
