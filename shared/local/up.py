@@ -18,7 +18,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -125,6 +124,28 @@ class _Stop(Exception):
     pass
 
 
+class _StopFlag:
+    """Set by the signal handler, waited on by the main thread. Not a `threading.Event`:
+    its `set()` takes the lock that `wait()` holds for a moment, and a signal handler runs
+    in the main thread, so a SIGTERM landing inside `wait()` would deadlock `bapas up` (it
+    did, about once in forty stops). Setting a bool takes no lock."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._set and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(0.05, left))
+        return self._set
+
+
 def _backoff(proc: _Service | _Embedded, lived: float) -> float:
     """Seconds before the next start: growing while it keeps dying, reset after a minute's
     good run. `restarts` keeps counting, for `bapas status`."""
@@ -139,7 +160,7 @@ class Platform:
         self.cluster = cluster
         self.offices = offices  # `--offices a,b`: a hub and a leaf per office, on this machine
         self.office, self.hub_url = office, hub_url  # `--office X --hub URL`: one office
-        self.stop_requested = threading.Event()
+        self.stop_requested = _StopFlag()
         self.nats: NatsServer | NatsCluster | None = None
         self.pg: PostgresServer | None = None
         self.services: list[_Service] = []
