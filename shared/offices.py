@@ -25,7 +25,7 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from .streams import CONTEXT_STREAMS, Topology, leaf_source
+from .streams import Topology, leaf_source
 
 __all__ = ["LinkKeeper", "OfficeLink", "office_links"]
 
@@ -79,7 +79,7 @@ def _origin_seq(headers: dict[str, str] | None) -> int | None:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
 
 
-async def office_links(nc: NATS, topology: Topology, contexts: tuple[str, ...] = CONTEXT_STREAMS,
+async def office_links(nc: NATS, topology: Topology, contexts: tuple[str, ...] | None = None,
                        leaves: dict[str, NATS] | None = None) -> list[OfficeLink]:
     """Each office leaf: whether it answers at the hub, which sources stall, and how many of
     its events the hub has yet to receive (the leaf's last sequence against the origin
@@ -87,7 +87,8 @@ async def office_links(nc: NATS, topology: Topology, contexts: tuple[str, ...] =
     read through the hub, or through a connection of its own in `leaves` (which tells what
     waits even while the link is down)."""
     js = nc.jetstream()
-    infos = {c: await source_states(nc, topology.stream(c)) for c in contexts}
+    infos = {c: await source_states(nc, topology.stream(c))
+             for c in contexts or topology.streams_of_offices}
     out = []
     for office in topology.leaves:
         reachable = await domain_answers(nc, office)
@@ -147,7 +148,7 @@ class LinkKeeper:
             await asyncio.sleep(self.every)
 
     async def check(self) -> None:
-        for context in CONTEXT_STREAMS:
+        for context in self.topology.streams_of_offices:
             name = self.topology.stream(context)
             sources = await source_states(self.nc, name)
             for office in self.topology.leaves:

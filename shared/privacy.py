@@ -19,11 +19,25 @@ event without rewriting history (crypto-shredding).
 
 Keys are opened into memory in batches before events are decoded (`KeyRing.prepare`), so
 decoding stays synchronous.
+
+Where offices keep databases of their own (an office's leaf, the hub: DESIGN §8), a key
+made in an office's database is also published, still wrapped by the master key (which
+every office and the hub hold), to the KEYS stream of the office's JetStream, one message
+per person; the hub's KEYS stream sources every office's. A service that reads a case whose
+key is not in its own database (the hub's readers; an office reading where a transferred
+client came from) takes it from there (`KeyReplica`). Destroying a key publishes the
+person's destroyed key, which replaces the wrapped one in the stream (one message per
+subject), at the office and, once sourced, at the hub. A key not found anywhere yet (the
+events reached the hub before the key did) is a retryable `KeyUnavailable`, never a value
+read as None. Erasing a person whose earlier case is another office's destroys that key
+at that office, which reacts to the `PersonErased` event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -35,15 +49,22 @@ from datetime import datetime
 from typing import Any, get_args, get_origin
 
 import asyncpg
+import structlog
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel
 
-__all__ = ["PERSONAL", "SEALED_PREFIX", "KeyRing", "MasterKeys", "personal_paths", "seal_body",
-           "open_value", "is_sealed", "ErasedPerson"]
+from .errors import Unavailable
+
+__all__ = ["PERSONAL", "SEALED_PREFIX", "KeyRing", "KeyReplica", "KeyUnavailable", "MasterKeys",
+           "SharedKey", "personal_paths", "seal_body", "open_value", "is_sealed",
+           "ErasedPerson"]
+
+log = structlog.get_logger("bapas.privacy")
 
 SEALED_PREFIX = "sealed:v1:"
-ERASED_NOTICE = "privacy.erased"  # under the topology's root: core NATS, not a stream
+ERASED_NOTICE = "privacy.erased"  # Topology.notice: core NATS, not a stream
 KEY_CACHE_SECONDS = 60.0  # an erasure in another process is seen here within this time
+SHARE_EVERY_SECONDS = 5.0  # keys not yet published to the KEYS stream are tried this often
 
 
 class _Personal:
@@ -135,6 +156,79 @@ class MasterKeys:
 # ------------------------------------------------------------------------------ data keys
 
 
+class KeyUnavailable(Unavailable):
+    """Sealed events of persons whose keys have not reached this place yet (the KEYS stream
+    is sourced apart from the events) or cannot be asked for now: retried, never read as
+    None."""
+
+    def __init__(self, subjects: list[str]) -> None:
+        super().__init__("the data keys of " + ", ".join(subjects[:5])
+                         + (f" and {len(subjects) - 5} more" if len(subjects) > 5 else ""))
+        self.subjects = subjects
+
+
+@dataclass(frozen=True, slots=True)
+class SharedKey:
+    """A person's key as the KEYS stream carries it: wrapped by a master key; `wrapped` None
+    once destroyed."""
+
+    subject: str
+    office: str
+    kid: str
+    master_kid: str
+    wrapped: bytes | None
+
+    def body(self) -> bytes:
+        return json.dumps({"kid": self.kid, "master_kid": self.master_kid,
+                           "wrapped": None if self.wrapped is None
+                           else base64.b64encode(self.wrapped).decode()}).encode()
+
+    @classmethod
+    def parse(cls, subject: str, office: str, body: bytes) -> SharedKey:
+        doc = json.loads(body)
+        wrapped = doc.get("wrapped")
+        return cls(subject, office, str(doc["kid"]), str(doc["master_kid"]),
+                   None if wrapped is None else base64.b64decode(wrapped))
+
+
+class KeyReplica:
+    """The KEYS stream: where an office's keys are published and other offices' are found.
+
+    `readers` are the places to look, in order: on an office's leaf its own JetStream, then
+    the hub's (every office's keys, sourced); at the hub, its own."""
+
+    def __init__(self, js: Any, topology: Any, readers: list[Any]) -> None:
+        self.js = js  # nats-py JetStreamContext of this place's domain
+        self.topology = topology
+        self.readers = readers  # EventStore-s (their `last_of_each`), local first
+        self.stream = topology.stream("keys")
+
+    async def publish(self, key: SharedKey) -> None:
+        state = "live" if key.wrapped is not None else "destroyed"
+        await self.js.publish(self.topology.key_subject(key.office, key.subject), key.body(),
+                              stream=self.stream, timeout=5.0,
+                              headers={"Nats-Msg-Id": f"key:{key.subject}:{key.kid}:{state}"})
+
+    async def lookup(self, subjects: list[str]) -> dict[str, SharedKey]:
+        """The keys found of these persons (client ids); raises KeyUnavailable when a place
+        to look does not answer."""
+        found: dict[str, SharedKey] = {}
+        wanted = list(subjects)
+        for reader in self.readers:
+            if not wanted:
+                break
+            try:
+                messages = await reader.last_of_each(
+                    self.stream, [self.topology.key_subject("*", s) for s in wanted])
+            except Exception as exc:  # noqa: BLE001 - the link cut, a server gone
+                raise KeyUnavailable(wanted) from exc
+            for m in messages:
+                office, _, subject = self.topology.parse_subject(m.headers["Nats-Subject"])
+                found[subject] = SharedKey.parse(subject, office, m.data)
+            wanted = [s for s in wanted if s not in found]
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class _DataKey:
     kid: str
@@ -149,50 +243,102 @@ def is_sealed(value: object) -> bool:
 class KeyRing:
     """The data keys of the persons a service reads and writes, in its process."""
 
-    def __init__(self, pool: asyncpg.Pool, schema: str, masters: MasterKeys) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str, masters: MasterKeys,
+                 replica: KeyReplica | None = None) -> None:
         self.pool = pool
         self.schema = schema
         self.table = f'"{schema}".subject_keys'
         self.masters = masters
+        self.replica = replica  # where offices keep databases of their own (module doc)
         self._keys: dict[str, _DataKey] = {}
 
     async def ensure_schema(self) -> None:
         async with self.pool.acquire() as conn:
             await ensure_key_tables(conn, self.schema)
 
-    async def prepare(self, subjects: Iterable[str], *, create: bool = False) -> None:
-        """Open the keys of these persons into memory (and make them where `create`)."""
+    async def prepare(self, subjects: Iterable[str], *, create: bool = False,
+                      offices: dict[str, str] | None = None) -> None:
+        """Open the keys of these persons into memory (and make them where `create`: each
+        in the office `offices` names, for the KEYS stream)."""
         now = time.monotonic()
         wanted = [s for s in dict.fromkeys(subjects)
                   if (k := self._keys.get(s)) is None or now - k.fetched > KEY_CACHE_SECONDS]
         if not wanted:
             return
-        rows = await self.pool.fetch(
-            f"SELECT subject, kid, master_kid, wrapped FROM {self.table} "
-            "WHERE subject = ANY($1::text[])", wanted)
-        found = {r["subject"]: r for r in rows}
+        found = await self._rows(wanted)
         missing = [s for s in wanted if s not in found]
         if create and missing:
             made = []
             for subject in missing:
                 data_key = os.urandom(32)
                 master_kid, wrapped = self.masters.wrap(data_key, subject)
-                made.append((subject, "k" + os.urandom(8).hex(), master_kid, wrapped))
+                made.append((subject, "k" + os.urandom(8).hex(), master_kid, wrapped,
+                             (offices or {}).get(subject)))
             await self.pool.executemany(
-                f"INSERT INTO {self.table} (subject, kid, master_kid, wrapped) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING", made)
-            rows = await self.pool.fetch(  # another process may have made one first
-                f"SELECT subject, kid, master_kid, wrapped FROM {self.table} "
-                "WHERE subject = ANY($1::text[])", missing)
-            found.update({r["subject"]: r for r in rows})
+                f"INSERT INTO {self.table} (subject, kid, master_kid, wrapped, office) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject) DO NOTHING", made)
+            found.update(await self._rows(missing))  # another process may have made one first
+        if self.replica is not None:
+            if create:  # published before any event sealed with it is appended
+                await self._share([k for k, shared in found.values() if not shared])
+            unknown = [s for s in wanted if s not in found]
+            if unknown:
+                remote = await self.replica.lookup(unknown)
+                found.update({s: (k, True) for s, k in remote.items()})
+                if not create and (gone := [s for s in unknown if s not in remote]):
+                    raise KeyUnavailable(gone)
         for subject in wanted:
-            row = found.get(subject)
-            if row is None:
+            got = found.get(subject)
+            if got is None:
                 self._keys.pop(subject, None)
                 continue
-            key = (None if row["wrapped"] is None else
-                   self.masters.unwrap(row["master_kid"], bytes(row["wrapped"]), subject))
-            self._keys[subject] = _DataKey(row["kid"], key, now)
+            key = got[0]
+            data_key = (None if key.wrapped is None else
+                        self.masters.unwrap(key.master_kid, key.wrapped, subject))
+            self._keys[subject] = _DataKey(key.kid, data_key, now)
+
+    async def _rows(self, subjects: list[str]) -> dict[str, tuple[SharedKey, bool]]:
+        rows = await self.pool.fetch(
+            f"SELECT subject, kid, master_kid, wrapped, office, shared FROM {self.table} "
+            "WHERE subject = ANY($1::text[])", subjects)
+        return {r["subject"]: (SharedKey(r["subject"], r["office"] or "", r["kid"],
+                                         r["master_kid"],
+                                         None if r["wrapped"] is None else bytes(r["wrapped"])),
+                               r["shared"])
+                for r in rows}
+
+    async def _share(self, keys: list[SharedKey]) -> None:
+        """Publish these keys (or their destruction) to the KEYS stream, then note them
+        shared. A key of no known office (made before offices had databases of their own)
+        is published by `share_pending` once an office is known for it."""
+        assert self.replica is not None
+        keys = [k for k in keys if k.office]
+        for key in keys:
+            await self.replica.publish(key)
+        if keys:
+            await self.pool.executemany(
+                f"UPDATE {self.table} SET shared = true WHERE subject = $1 AND "
+                "(wrapped IS NULL) = $2", [(k.subject, k.wrapped is None) for k in keys])
+
+    async def share_pending(self, batch: int = 500) -> int:
+        """Publish what is not yet in the KEYS stream (a publish that failed, a destroyed
+        key whose notice did not get out). Returns how many were published."""
+        rows = await self.pool.fetch(
+            f"SELECT subject FROM {self.table} WHERE NOT shared AND office IS NOT NULL "
+            "LIMIT $1", batch)
+        keys = [k for k, _ in (await self._rows([r["subject"] for r in rows])).values()]
+        await self._share(keys)
+        return len(keys)
+
+    async def keep_shared(self) -> None:
+        """Background job: `share_pending` every few seconds."""
+        while True:
+            try:
+                await self.share_pending()
+            except Exception as exc:  # noqa: BLE001 - the stream or the database away
+                log.warning("keys not yet published to the KEYS stream; retrying",
+                            error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(SHARE_EVERY_SECONDS)
 
     def seal(self, subject: str, value: Any) -> str:
         key = self._keys.get(subject)
@@ -230,11 +376,19 @@ class KeyRing:
         True if a key was destroyed now."""
         status = await self.pool.execute(
             f"UPDATE {self.table} SET wrapped = NULL, destroyed_at = $2, destroyed_by = $3, "
-            "legal_basis = $4 WHERE subject = $1 AND wrapped IS NOT NULL",
+            "legal_basis = $4, shared = false WHERE subject = $1 AND wrapped IS NOT NULL",
             subject, at, by, legal_basis)
         self._keys[subject] = _DataKey(self._keys.get(subject, _DataKey("", None, 0)).kid, None,
                                        time.monotonic())
+        if self.replica is not None:  # failed here, `keep_shared` publishes it again
+            with contextlib.suppress(Exception):
+                await self._share([k for k, shared in (await self._rows([subject])).values()
+                                   if not shared])
         return status.endswith(" 1")
+
+    async def holds(self, subject: str) -> bool:
+        """True if this place's database holds the person's key (destroyed or not)."""
+        return bool(await self._rows([subject]))
 
     async def rewrap(self) -> int:
         """Wrap every live data key with the current master key (after a rotation, before
@@ -254,9 +408,19 @@ class KeyRing:
 async def ensure_key_tables(conn: asyncpg.Connection, schema: str) -> None:
     """The key schema, made once however many services start at the same moment (they
     share it: CREATE ... IF NOT EXISTS alone races)."""
+    have = await conn.fetchval(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 "
+        "AND table_name = 'subject_keys' AND column_name = ANY($2::text[])",
+        schema, list(KEY_COLUMNS))
+    if have == len(KEY_COLUMNS):
+        return  # made already: no DDL, which a service's own role may not run
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{schema}.keys")
         await _create_key_tables(conn, schema)
+
+
+KEY_COLUMNS = ("subject", "kid", "master_kid", "wrapped", "created_at", "destroyed_at",
+               "destroyed_by", "legal_basis", "office", "shared")
 
 
 async def _create_key_tables(conn: asyncpg.Connection, schema: str) -> None:
@@ -271,6 +435,11 @@ async def _create_key_tables(conn: asyncpg.Connection, schema: str) -> None:
             destroyed_at timestamptz,
             destroyed_by text,
             legal_basis  text)""")
+    # the office whose case the key seals, and whether the KEYS stream has its last state
+    # (both used where offices keep databases of their own)
+    await conn.execute(f'ALTER TABLE "{schema}".subject_keys '
+                       "ADD COLUMN IF NOT EXISTS office text, "
+                       "ADD COLUMN IF NOT EXISTS shared boolean NOT NULL DEFAULT false")
 
 
 # ------------------------------------------------------------------------------ bodies

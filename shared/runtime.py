@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import json
 import logging
 import re
@@ -44,12 +45,15 @@ from .settings import Settings
 from .store import EventStore
 from .streams import Topology, check_server_profile, ensure_streams
 from .web.app import create_app
-from .privacy import ERASED_NOTICE, KeyRing, MasterKeys, ensure_key_tables
+from .privacy import ERASED_NOTICE, KeyReplica, KeyRing, MasterKeys, ensure_key_tables
 from .web.auth import TokenService, identity_provider
 
 __all__ = ["ServiceDefinition", "ServiceParts", "Kernel", "main", "serve", "build_app"]
 
 log = structlog.get_logger("bapas.runtime")
+# a task still running this long after it was cancelled is logged with its stack (and left:
+# the process is about to end); within `bapas up`'s share of a stop for its services
+TASK_STOP_SECONDS = 3.0
 EX_CONFIG = 78  # sysexits: configuration error
 
 
@@ -100,12 +104,9 @@ class Kernel:
         # this service's copy of its cases in its own schema, so a long case loads from
         # the copy and the stream's last message (the copy is checked against it)
         self.case_cache = CaseCache(pool, self.schema, metrics=self.metrics)
-        # the persons' data keys: personal values are sealed per person (shared.privacy).
-        # Not yet where offices keep their own databases (an office leaf, a hub): there a
-        # transfer and the hub's national readers would need another database's keys.
-        self.keys: KeyRing | None = (
-            None if self.topology.office or self.topology.leaves else
-            KeyRing(pool, self.topology.schema("privacy"), master_keys(settings)))
+        # the persons' data keys: personal values are sealed per person (shared.privacy);
+        # where offices keep databases of their own, keys are also shared over KEYS
+        self.keys = KeyRing(pool, self.topology.schema("privacy"), master_keys(settings))
         self.store = EventStore(nc, self.topology, self.catalog, metrics=self.metrics,
                                 cache=self.case_cache, keys=self.keys)
         # where every office's cases can be read: on an office's leaf, the hub's copy (not
@@ -114,6 +115,9 @@ class Kernel:
             EventStore(nc, self.topology, self.catalog, metrics=self.metrics,
                        api_prefix=f"$JS.{settings.hub_domain}.API", keys=self.keys)
             if self.topology.office else self.store)
+        if self.topology.replicated_keys:
+            readers = [self.store, *([self.national_store] if self.topology.office else [])]
+            self.keys.replica = KeyReplica(nc.jetstream(), self.topology, readers)
         self.tokens = TokenService(settings.secret(), settings.jwt_issuer,
                                    provider=identity_provider(settings))
         self.access = AccessRecorder(nc, self.topology, service, pool=pool, schema=self.schema)
@@ -166,8 +170,10 @@ class Kernel:
         # (a notice missed, by a process down at the time, costs at most the key cache's
         # lifetime: shared.privacy.KEY_CACHE_SECONDS)
         self._erasures = await self.nc.subscribe(
-            f"{self.topology.root}.{ERASED_NOTICE}", cb=self._forget_erased)
+            self.topology.notice(ERASED_NOTICE), cb=self._forget_erased)
         jobs = [*parts.background, self.access.drain]
+        if self.keys.replica is not None:
+            jobs.append(self.keys.keep_shared)
         if self.topology.leaves:  # at a hub: keep the office leaves' sources moving
             from .offices import LinkKeeper
             jobs.append(LinkKeeper(self.nc, self.topology).run)
@@ -180,12 +186,12 @@ class Kernel:
             subjects = json.loads(msg.data)
         except ValueError:
             return
-        if isinstance(subjects, list) and self.keys is not None:
+        if isinstance(subjects, list):
             self.keys.forget(str(s) for s in subjects)
 
     async def announce_erasure(self, subjects: list[str]) -> None:
         """Tell every process that these persons' keys are destroyed."""
-        await self.nc.publish(f"{self.topology.root}.{ERASED_NOTICE}",
+        await self.nc.publish(self.topology.notice(ERASED_NOTICE),
                               json.dumps(subjects).encode())
         await self.nc.flush()
 
@@ -224,9 +230,12 @@ class Kernel:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=10)
-            for task in stuck:
-                log.error("task did not stop when asked", task=task.get_name())
+            _, stuck = await asyncio.wait(self._tasks, timeout=TASK_STOP_SECONDS)
+            for task in stuck:  # what it waits on, for whoever reads the log
+                frames = io.StringIO()
+                task.print_stack(file=frames)
+                log.error("task did not stop when asked", task=task.get_name(),
+                          stack=frames.getvalue())
         self._tasks.clear()
         await self.access.close()  # the queued records of reads, before NATS and the pool go
         await self.case_cache.close()  # its last writes, before the pool goes

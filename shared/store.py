@@ -264,6 +264,16 @@ class EventStore:
         messages = await self._direct_get(stream, {"last_by_subj": subject}, single=True)
         return messages[0] if messages else None
 
+    async def last_of_each(self, stream: str, subjects: Sequence[str]) -> list[Msg]:
+        """The last message of each subject that has one (wildcards allowed), in stream
+        order: batched Direct Get with `multi_last` (ADR-31), a request per 256 subjects."""
+        out: list[Msg] = []
+        for i in range(0, len(subjects), DIRECT_GET_BATCH):
+            chunk = list(subjects[i:i + DIRECT_GET_BATCH])
+            out.extend(await self._direct_get(stream, {"multi_last": chunk,
+                                                       "batch": len(chunk)}))
+        return out
+
     async def read_subject(self, stream: str, subject: str, *, from_seq: int = 1) -> list[Msg]:
         """Raw messages of one exact subject via batched Direct Get (no helper in nats-py)."""
         out: list[Msg] = []
@@ -379,7 +389,8 @@ class EventStore:
             personal = [w.ref.client_id for w in writes
                         if any(personal_paths(type(e.data)) for e in w.events)]
             if personal:
-                await self.keys.prepare(personal, create=True)
+                await self.keys.prepare(personal, create=True,
+                                        offices={w.ref.client_id: w.ref.office for w in writes})
         prepared = [(self.topology.subject(context, w.ref), w,
                      self._prepare(context, w.ref, w.events, w.expected)) for w in writes]
         messages = [(subject, env, body, w.expected.stream_seq if i == 0 else None)

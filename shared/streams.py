@@ -22,10 +22,13 @@ from nats.js.errors import NotFoundError
 from .errors import ProfileError
 
 __all__ = ["Topology", "CaseRef", "stream_profile", "ensure_streams", "check_server_profile",
-           "CONTEXT_STREAMS", "DUPLICATE_WINDOW_S"]
+           "CONTEXT_STREAMS", "KEYS", "DUPLICATE_WINDOW_S"]
 
 # Contexts whose events are case histories (each its own stream), plus the record of reads.
 CONTEXT_STREAMS = ("registration", "guidance", "supervision", "access")
+# Where offices keep databases of their own (leaves and their hub): the persons' data keys,
+# wrapped by the master key, one message per person (shared.privacy.KeyReplica).
+KEYS = "keys"
 DUPLICATE_WINDOW_S = 600.0
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -89,6 +92,20 @@ class Topology:
         return f"NOT (office = ANY(${param}::text[]))", list(self.leaves)
 
     @property
+    def replicated_keys(self) -> bool:
+        """True where offices keep databases of their own: a person's data key is then
+        shared through the KEYS stream (an office's leaf, sourced by the hub)."""
+        return bool(self.office or self.leaves)
+
+    @property
+    def streams_of_offices(self) -> tuple[str, ...]:
+        """The contexts whose streams an office leaf holds and the hub sources."""
+        return (*CONTEXT_STREAMS, KEYS) if self.replicated_keys else CONTEXT_STREAMS
+
+    def key_subject(self, office: str, client_id: str) -> str:
+        return f"{self.root}.{office}.{KEYS}.{client_id}"
+
+    @property
     def root(self) -> str:
         return f"{self.namespace}.bapas" if self.namespace else "bapas"
 
@@ -109,6 +126,11 @@ class Topology:
 
     def feed_subject(self, office: str, event_type: str) -> str:
         return f"{self.feed_root}.{office}.{event_type}"
+
+    def notice(self, name: str) -> str:
+        """A core-NATS notice between processes (`notice.<name>`): outside the event
+        subjects, so it crosses the links between office leaves and the hub."""
+        return f"{self.namespace}.notice.{name}" if self.namespace else f"notice.{name}"
 
     def schema(self, service: str) -> str:
         return f"{self.namespace}_{service}" if self.namespace else service
@@ -147,7 +169,9 @@ def stream_profile(topology: Topology, context: str, replicas: int = 1) -> Strea
         max_msgs=-1,
         max_bytes=-1,
         max_age=0,
-        max_msgs_per_subject=-1,
+        # a person's key message replaces the one before it (a destroyed key, its wrapped
+        # bytes): the stream keeps no copy of a destroyed key
+        max_msgs_per_subject=1 if context == KEYS else -1,
         num_replicas=replicas,
         duplicate_window=DUPLICATE_WINDOW_S,
         deny_delete=True,
@@ -170,7 +194,7 @@ def _differences(actual: StreamConfig, wanted: StreamConfig) -> list[str]:
         ("max_msgs", actual.max_msgs, -1),
         ("max_bytes", actual.max_bytes, -1),
         ("max_age", actual.max_age or 0, 0),
-        ("max_msgs_per_subject", actual.max_msgs_per_subject, -1),
+        ("max_msgs_per_subject", actual.max_msgs_per_subject, wanted.max_msgs_per_subject),
         ("deny_delete", bool(actual.deny_delete), True),
         ("deny_purge", bool(actual.deny_purge), True),
         ("allow_direct", bool(actual.allow_direct), True),
@@ -198,7 +222,7 @@ def _missing_sources(actual: StreamConfig, wanted: StreamConfig) -> list[StreamS
 
 
 async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int = 1,
-                         contexts: tuple[str, ...] = CONTEXT_STREAMS) -> list[str]:
+                         contexts: tuple[str, ...] | None = None) -> list[str]:
     """Create missing streams with the profile; refuse streams that differ from it.
 
     Existing streams are never rewritten: changing a stream that holds the source of truth is
@@ -206,7 +230,7 @@ async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int
     Returns the names of streams created.
     """
     created, problems = [], []
-    for context in contexts:
+    for context in contexts or topology.streams_of_offices:
         wanted = stream_profile(topology, context, replicas)
         try:
             info = await js.stream_info(wanted.name)

@@ -14,7 +14,7 @@ from shared.streams import Topology
 from .api import build_router
 from .events import EVENTS
 from .projections import ClientDirectory, MonthlyReport
-from .reactions import FollowGuidanceClosure, TransferIntake
+from .reactions import FollowGuidanceClosure, ShredErasedKeys, TransferIntake
 from .registrar import Registrar
 
 
@@ -25,7 +25,9 @@ def build(kernel: Kernel) -> ServiceParts:
     return ServiceParts(routers=[build_router(kernel, registrar)],
                         consumers=[ClientDirectory(), MonthlyReport(),
                                    TransferIntake(registrar, origin),
-                                   FollowGuidanceClosure(registrar)])
+                                   FollowGuidanceClosure(registrar),
+                                   *([ShredErasedKeys(kernel)]
+                                     if kernel.topology.replicated_keys else [])])
 
 
 def contract(topology: Topology) -> Contract:

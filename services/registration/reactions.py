@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from services.guidance.events import CloseReason, GuidanceClosed
 from shared.events import Metadata, RecordedEvent
 from shared.projector import Reactor
 from shared.streams import CaseRef
 
-from .domain import CaseLink, ClientTransferred, CloseRegistration, RegisterClient
+from .domain import CaseLink, ClientTransferred, CloseRegistration, PersonErased, RegisterClient
 from .registrar import Registrar
+
+if TYPE_CHECKING:
+    from shared.runtime import Kernel
 
 
 class TransferIntake(Reactor):
@@ -79,3 +83,32 @@ class FollowGuidanceClosure(Reactor):
             CloseRegistration(reason=e.data.reason.value, closed_on=e.data.closed_on),
             Metadata(f"system:{self.name}", e.correlation_id or e.id, e.id),
             key=e.id, at=datetime.now(UTC))
+
+
+class ShredErasedKeys(Reactor):
+    """Where offices keep databases of their own, a person erased at one office may have
+    an earlier case (before a transfer) whose key another office holds: that office's
+    registration destroys it when the `PersonErased` event reaches it through the hub, and
+    publishes the destroyed key to its KEYS stream (shared.privacy)."""
+
+    name = "shred_erased_keys"
+    contexts = ("registration",)
+    reads_hub = True  # erasures at other offices arrive via the hub
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def handlers(self):
+        return {PersonErased: self.erased}
+
+    def writes_to(self, event: RecordedEvent) -> str | None:
+        return None  # no case is written; each office picks its own cases below
+
+    async def erased(self, e: RecordedEvent[PersonErased]) -> None:
+        mine = [c.client_id for c in e.data.cases if self.kernel.topology.writes(c.office)]
+        for client_id in mine:
+            await self.kernel.keys.destroy(client_id, by=e.data.erased_by,
+                                           legal_basis=e.data.legal_basis,
+                                           at=e.data.erased_at)
+        if mine:
+            await self.kernel.announce_erasure(mine)

@@ -132,7 +132,10 @@ async def seal_existing(nc: NATS, topology: Topology, catalog: EventCatalog, key
             reports.append(report)
             progress(f"{stream}: nothing to seal")
             continue
-        await keys.prepare(need, create=True)
+        # each key in its case's office (where offices keep databases of their own, the
+        # services publish it to the KEYS stream: KeyRing.keep_shared)
+        await keys.prepare(need, create=True,
+                           offices={env.client_id: env.office for env, _, todo in plans if todo})
         # new bodies, and each case's chain from its first change on
         prev: dict[str, tuple[str, str]] = {}  # subject -> (old last hash, new last hash)
         rewritten = []

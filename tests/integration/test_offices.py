@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from services.supervision.app import definition as supervision
 from shared.local.faults import StoredEvent, broken_chains, read_streams, registration_body
 from shared.local.servers import NatsCluster, NatsHub, NatsLeaf
 from shared.offices import OfficeLink, office_links
+from shared.privacy import KEY_CACHE_SECONDS
 from shared.office_time import office_date
 from shared.settings import Settings
 from shared.streams import Topology
@@ -54,6 +56,7 @@ class World:
     hub_settings: Settings
     offices: dict[str, Office]
     hub_services: dict[str, Running] = field(default_factory=dict)
+    dsns: dict[str, str] = field(default_factory=dict)  # each place's own database
 
     def stream(self, name: str) -> str:
         return f"{self.topology.namespace.upper()}_{name}"
@@ -89,7 +92,7 @@ async def world(tmp_path, servers, namespace):
             made.append(f"{namespace}_{name}")
             dsns[name] = await _database(admin, made[-1], servers.dsn)
         common = dict(env="development", namespace=namespace, jwt_secret=TEST_SECRET,
-                      projection_retry_delays=(0.2, 0.4))
+                      projection_retry_delays=(0.2, 0.4), privacy_retention_days=0)
         hub_settings = Settings(nats_url=hub.url, nats_monitor_url=hub.monitor_url,
                                 database_url=dsns["hub"], leaf_offices="jaksel,bandung",
                                 **common)
@@ -98,13 +101,14 @@ async def world(tmp_path, servers, namespace):
                    for o, leaf in leaves.items()}
         w = World(topology, hub, proxy, hub_settings, offices)
         for o, defs in (("jaksel", (registration, guidance, supervision)),
-                        ("bandung", (registration,))):
+                        ("bandung", (registration, guidance))):
             for d in defs:
                 w.offices[o].services[d.name] = await stack.enter_async_context(
                     running(d, w.offices[o].settings))
         for d in (audit, notification):
             w.hub_services[d.name] = await stack.enter_async_context(running(d, hub_settings))
         await eventually(lambda: all(leaf.link_up() for leaf in leaves.values()), timeout=20)
+        w.dsns = dsns
         yield w
     finally:
         await stack.aclose()
@@ -319,6 +323,105 @@ async def test_a_leaf_killed_during_the_cut_loses_nothing(world: World):
     assert set(before + after) <= registered
     w.proxy.restore()
     await expect_hub_holds(w, "jaksel", timeout=30)
+
+
+async def key_rows(w: World, place: str, *client_ids: str) -> dict[str, bytes | None]:
+    """The persons' keys (wrapped; None once destroyed) in one place's own database."""
+    conn = await asyncpg.connect(w.dsns[place])
+    try:
+        rows = await conn.fetch(
+            f'SELECT subject, wrapped FROM "{w.topology.schema("privacy")}".subject_keys '
+            "WHERE subject = ANY($1::text[])", list(client_ids))
+    finally:
+        await conn.close()
+    return {r["subject"]: None if r["wrapped"] is None else bytes(r["wrapped"]) for r in rows}
+
+
+async def shared_keys(url: str, w: World, *client_ids: str) -> dict[str, list[dict]]:
+    """Every message the KEYS stream at `url` holds of these persons, raw."""
+    msgs = await read(url, (w.stream("KEYS"),), f"{w.topology.root}.*.keys.*")
+    out: dict[str, list[dict]] = {c: [] for c in client_ids}
+    for m in msgs:
+        subject = m.subject.rsplit(".", 1)[1]
+        if subject in out:
+            out[subject].append(json.loads(m.body))
+    return out
+
+
+async def test_personal_data_is_sealed_at_every_office_and_an_erasure_reaches_them_all(
+        world: World):
+    """Issue 16 where offices keep databases of their own: a person's key is made in the
+    office's database and shared, wrapped, through the KEYS streams, so the hub's readers
+    and the office a client is transferred to open the data; the erasure at the office
+    holding the latest case destroys the keys at every office and in every KEYS stream."""
+    w = world
+    jaksel, bandung = w.offices["jaksel"], w.offices["bandung"]
+    label = "Rahasia"
+    cid = await register(jaksel.services["registration"], w.headers("jaksel"), 7100, label)
+    name = registration_body(7100, label)["person"]["full_name"]
+    nik = registration_body(7100, label)["person"]["nik"]
+    # sealed in the office's stream and at the hub: no name, no NIK in the stored bytes
+    await expect_hub_holds(w, "jaksel", timeout=30)
+    for where in ("leaf", "hub"):
+        stored = [e for e in await office_events(w, "jaksel", where) if cid in e.subject]
+        assert stored and not any(name.encode() in e.body or nik.encode() in e.body
+                                  for e in stored), where
+    # the hub's audit opens it with the key shared through KEYS
+    auditor = w.headers("jaksel", "auditor", sub="auditor-01")
+    history = await eventually(lambda: w.hub_services["audit"].http.get(
+        f"/v1/audit/clients/{cid}/history", headers=auditor),
+        until=lambda r: r.status_code == 200 and name in r.text, timeout=30)
+    assert nik in history.text
+    # transferred to bandung: its intake reads jaksel's case (and key) through the hub and
+    # seals the new case with a key of bandung's own
+    moved = await jaksel.services["registration"].http.post(
+        f"/v1/clients/{cid}/transfer", headers=w.headers("jaksel", key="transfer-pdp"),
+        json={"to_office": "bandung", "tpp_decision_id": "tpp-pdp", "approved_by": "pk-0007"})
+    assert moved.status_code == 200, moved.text
+    new_id = moved.json()["new_client_id"]
+    bdg = w.headers("bandung")
+    arrived = await eventually(lambda: bandung.services["registration"].http.get(
+        f"/v1/clients/{new_id}", headers=bdg), until=lambda r: r.status_code == 200, timeout=30)
+    assert arrived.json()["person"]["full_name"] == name
+    assert set(await key_rows(w, "jaksel", cid, new_id)) == {cid}
+    assert set(await key_rows(w, "bandung", cid, new_id)) == {new_id}
+    assert await key_rows(w, "hub", cid, new_id) == {}  # the hub holds none in its database
+    # only the office holding the latest case erases; bandung closes the case first
+    g = bandung.services["guidance"]
+    await eventually(lambda: g.http.get(f"/v1/cases/{new_id}", headers=bdg),
+                     until=lambda r: r.status_code == 200)
+    closed = await g.http.post(f"/v1/cases/{new_id}/close", headers=bdg, json={
+        "reason": "DECEASED", "closed_on": office_date(datetime.now(UTC)).isoformat()})
+    assert closed.status_code == 200, closed.text
+    await eventually(lambda: bandung.services["registration"].http.get(
+        f"/v1/clients/{new_id}", headers=bdg), until=lambda r: r.json()["status"] == "CLOSED")
+    kabapas = w.headers("bandung", "head", sub="kabapas-bdg")
+    erased = await bandung.services["registration"].http.post(
+        "/v1/privacy/erasures", headers=kabapas,
+        json={"client_id": new_id, "legal_basis": "UU 27/2022 Pasal 8"})
+    assert erased.status_code == 200, erased.text
+    assert sorted(c["office"] for c in erased.json()["erased_cases"]) == ["bandung", "jaksel"]
+    # every office's database, every KEYS stream: destroyed, no wrapped key left
+    assert await key_rows(w, "bandung", new_id) == {new_id: None}
+    await eventually(lambda: key_rows(w, "jaksel", cid), until=lambda k: k == {cid: None},
+                     timeout=30)
+    urls = {"hub": w.hub.url, **{o: w.offices[o].leaf.url for o in ("jaksel", "bandung")}}
+    for place, url in urls.items():
+        got = await eventually(lambda url=url: shared_keys(url, w, cid, new_id),
+                               until=lambda got: all(
+                                   msgs and all(m["wrapped"] is None for m in msgs)
+                                   for c, msgs in got.items()
+                                   if place == "hub" or c == {"jaksel": cid,
+                                                              "bandung": new_id}[place]),
+                               timeout=30)
+        assert got, place
+    # the hub's audit shows the person erased, the history whole
+    await eventually(lambda: w.hub_services["audit"].http.get(
+        f"/v1/audit/clients/{cid}/history", headers=auditor),
+        until=lambda r: r.status_code == 200 and name not in r.text and nik not in r.text,
+        timeout=KEY_CACHE_SECONDS + 10)
+    assert broken_chains(await office_events(w, "jaksel", "hub")) == []
+    assert broken_chains(await office_events(w, "bandung", "hub")) == []
 
 
 async def test_the_hub_refuses_to_write_an_office_that_has_its_own_leaf(world: World):
