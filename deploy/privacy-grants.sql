@@ -25,6 +25,10 @@ END $$;
 
 -- the contexts whose events carry personal fields make their persons' keys
 GRANT INSERT ON privacy.subject_keys TO bapas_registration, bapas_guidance, bapas_supervision;
+-- where offices keep databases of their own, a service notes a key published to the KEYS
+-- stream (nothing else of the row)
+GRANT UPDATE (shared) ON privacy.subject_keys
+  TO bapas_registration, bapas_guidance, bapas_supervision, bapas_notification, bapas_audit;
 -- registration destroys a key on erasure (and rewraps keys after a master-key rotation)
 GRANT UPDATE (wrapped, master_kid, destroyed_at, destroyed_by, legal_basis)
   ON privacy.subject_keys TO bapas_registration;

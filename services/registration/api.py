@@ -451,6 +451,21 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
 
     # -------------------------------------------------------------- personal data (PDP)
 
+    national = (registrar if kernel.national_store is kernel.store
+                else Registrar(kernel.national_store, kernel.metrics))
+
+    async def earlier_cases(ref: CaseRef, most: int = 50) -> tuple[d.CaseLink, ...]:
+        """The person's cases before this one, each transferred to the next (at any office:
+        read where every office's cases are)."""
+        state, _ = await registrar.load(ref)
+        link = state.registered.transferred_from if state.registered else None
+        chain: list[d.CaseLink] = []
+        while link is not None and link not in chain and len(chain) < most:
+            chain.append(link)
+            before, _ = await national.load(CaseRef(link.office, link.client_id))
+            link = before.registered.transferred_from if before.registered else None
+        return tuple(chain)
+
     @api.post("/privacy/erasures", response_model=ErasureOut, tags=["privacy"],
               summary="Erase a person's personal data by destroying their key (head of office; "
                       "refused while a legal hold stands)",
@@ -462,7 +477,8 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
         now = datetime.now(UTC)
         decision = await registrar.change(ref, d.ErasePerson(
             legal_basis=body.legal_basis, by=principal.sub, at=now,
-            retention_days=kernel.settings.privacy_retention_days),
+            retention_days=kernel.settings.privacy_retention_days,
+            earlier=await earlier_cases(ref)),
             metadata(request, principal), now)
         erased = next((e for e in (await registrar.load(ref))[1].events
                        if isinstance(e.data, d.PersonErased)), None)

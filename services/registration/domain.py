@@ -118,6 +118,9 @@ class ErasePerson:
     by: str
     at: datetime
     retention_days: int
+    # the person's earlier cases, each transferred to the next, nearest first (read by the
+    # caller, who can reach other offices' cases); by default only the case this one names
+    earlier: tuple[CaseLink, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -371,7 +374,8 @@ def decide_privacy(cmd: PlaceHold | LiftHold | ErasePerson, state: Client) -> li
                 raise DomainError(f"no legal hold {hold_id} on this client", field="hold_id",
                                   rule="not_found", status=404)
             return [LegalHoldLifted(hold_id=hold_id, lifted_by=by, lifted_at=at)]
-        case ErasePerson(legal_basis=basis, by=by, at=at, retention_days=days):
+        case ErasePerson(legal_basis=basis, by=by, at=at, retention_days=days,
+                         earlier=earlier):
             if state.erased:
                 return []
             holds = legal_holds(state, office_date(at), days)
@@ -381,9 +385,11 @@ def decide_privacy(cmd: PlaceHold | LiftHold | ErasePerson, state: Client) -> li
                     + "; ".join(h["message"] for h in holds),
                     rule="legal_hold", field="client_id", extra={"holds": holds})
             link = state.registered.transferred_from
+            if earlier is None:
+                earlier = (link,) if link else ()
             return [PersonErased(legal_basis=basis, erased_by=by, erased_at=at, cases=[
                 CaseLink(office=state.registered.office, client_id=state.registered.client_id),
-                *([link] if link else [])])]
+                *earlier])]
     raise TypeError(f"not a privacy command: {cmd!r}")
 
 

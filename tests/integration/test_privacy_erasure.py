@@ -11,6 +11,7 @@ import pytest
 
 from services.guidance.app import definition as guidance
 from services.registration.app import definition as registration
+from shared.office_time import office_date
 from shared.store import EventStore
 from shared.streams import CaseRef
 from tests.integration.test_registration_api import body
@@ -237,3 +238,47 @@ async def test_a_rebuild_after_erasure_cannot_bring_the_data_back(system):
     row = await reg.kernel.pool.fetchrow(f"SELECT * FROM {s}.clients WHERE client_id = $1", cid)
     assert (row["full_name"], row["nik"], row["address"], row["phone"]) == (None,) * 4
     assert row["erased"] and row["status"] == "CLOSED" and row["program"] == "PB"
+
+
+async def test_an_erasure_reaches_every_earlier_case_of_the_person(system):
+    """Transferred twice (jaksel -> bandung -> surabaya): the erasure at the office of the
+    latest case covers all three; an earlier case is not erased on its own (its guidance
+    goes on elsewhere: a hold naming that office)."""
+    reg, gd = system
+    cid = await registered(reg)
+    chain = [("jaksel", cid)]
+    for to_office in ("bandung", "surabaya"):
+        office, client_id = chain[-1]
+        r = await reg.http.post(
+            f"/v1/clients/{client_id}/transfer", headers=reg.token(office, "head", sub="kabapas"),
+            json={"to_office": to_office, "tpp_decision_id": f"tpp-{to_office}",
+                  "approved_by": "kabapas"})
+        assert r.status_code == 200, r.text
+        new_id = r.json()["new_client_id"]
+        await eventually(lambda: reg.http.get(f"/v1/clients/{new_id}",
+                                              headers=reg.token(to_office)),
+                         until=lambda r: r.status_code == 200)
+        chain.append((to_office, new_id))
+    refused = await erase(reg, cid)
+    assert refused.status_code == 409
+    assert [(h["hold"], h.get("office")) for h in refused.json()["holds"]
+            if h["hold"] == "transferred"] == [("transferred", "bandung")]
+    office, last = chain[-1]
+    await eventually(lambda: gd.http.get(f"/v1/cases/{last}", headers=gd.token(office)),
+                     until=lambda r: r.status_code == 200)
+    r = await gd.http.post(f"/v1/cases/{last}/close", headers=gd.token(office),
+                           json={"reason": "DECEASED",
+                                 "closed_on": office_date(datetime.now(UTC)).isoformat()})
+    assert r.status_code == 200, r.text
+    await eventually(lambda: reg.http.get(f"/v1/clients/{last}", headers=reg.token(office)),
+                     until=lambda r: r.json()["status"] == "CLOSED")
+    r = await reg.http.post("/v1/privacy/erasures",
+                            json={"client_id": last, "legal_basis": BASIS},
+                            headers=reg.token(office, "head", sub="kabapas"))
+    assert r.status_code == 200, r.text
+    assert [(c["office"], c["client_id"]) for c in r.json()["erased_cases"]] == [
+        chain[2], chain[1], chain[0]]
+    for office, client_id in chain:
+        view = (await reg.http.get(f"/v1/clients/{client_id}",
+                                   headers=reg.token(office, "supervisor"))).json()
+        assert view["person"]["full_name"] is None and view["person"]["nik"] is None, office

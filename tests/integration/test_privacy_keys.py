@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import pytest
 
 from shared.envelope import GENESIS_HASH
 from shared.events import Event, EventCatalog, EventRegistry, Metadata, NewEvent
 from shared.ids import new_id
-from shared.privacy import PERSONAL, SEALED_PREFIX, KeyRing, MasterKeys, personal_paths
+from shared.privacy import (PERSONAL, SEALED_PREFIX, KeyRing, MasterKeys, ensure_key_tables,
+                            personal_paths)
 from shared.store import CaseVersion, EventStore
 from shared.streams import CaseRef
 
@@ -122,3 +126,45 @@ def test_master_keys_are_written_kid_equals_base64():
         MasterKeys.parse(key)
     with pytest.raises(ValueError, match="32 bytes"):
         MasterKeys.parse("k=" + base64.b64encode(b"short").decode())
+
+
+async def test_the_example_grants_let_each_service_do_only_its_part(pool, topology, ring):
+    """deploy/privacy-grants.sql, run on a real PostgreSQL: every service reads the keys,
+    the writers of personal fields make them, only registration destroys one, nobody
+    deletes one, and a role it does not name reaches nothing."""
+    schema = topology.schema("privacy")
+    sql = (Path(__file__).parents[2] / "deploy" / "privacy-grants.sql").read_text()
+    sql = re.sub(r"\bprivacy\b(?=[.;\s])", f'"{schema}"', sql)
+    table = f'"{schema}".subject_keys'
+    await ring.prepare(["c-grants"], create=True)
+
+    async def as_role(role: str, statement: str, *args) -> str:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f'SET LOCAL ROLE "{role}"')
+            try:
+                await conn.execute(statement, *args)
+            except asyncpg.InsufficientPrivilegeError:
+                return "refused"
+            await ensure_key_tables(conn, schema)  # made already: no DDL asked of the role
+            return "done"
+
+    async with pool.acquire() as conn:
+        await conn.execute(sql)
+        await conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE "
+                           "rolname = 'bapas_other') THEN CREATE ROLE bapas_other; END IF; END $$")
+    select = f"SELECT wrapped FROM {table}"
+    insert = (f"INSERT INTO {table} (subject, kid, master_kid, wrapped) "
+              "VALUES ($1, 'k', 'm', '\\x00') ON CONFLICT DO NOTHING")
+    destroy = f"UPDATE {table} SET wrapped = NULL WHERE subject = 'c-grants'"
+    note = f"UPDATE {table} SET shared = true WHERE subject = 'c-grants'"
+    delete = f"DELETE FROM {table}"
+    for svc in ("registration", "guidance", "supervision", "notification", "audit"):
+        role = f"bapas_{svc}"
+        assert await as_role(role, select) == "done", svc
+        assert await as_role(role, note) == "done", svc
+        assert await as_role(role, delete) == "refused", svc
+        makes = svc in ("registration", "guidance", "supervision")
+        assert await as_role(role, insert, f"c-{svc}") == ("done" if makes else "refused"), svc
+        assert await as_role(role, destroy) == ("done" if svc == "registration"
+                                                else "refused"), svc
+    assert await as_role("bapas_other", select) == "refused"
