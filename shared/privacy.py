@@ -386,6 +386,14 @@ class KeyRing:
                                    if not shared])
         return status.endswith(" 1")
 
+    async def is_erased(self, subject: str) -> bool:
+        """True if the person's key is destroyed (an erasure, anywhere)."""
+        try:
+            await self.prepare([subject])
+        except KeyUnavailable:
+            return False  # not known here yet: not erased as far as this place can tell
+        return self.erased(subject)
+
     async def holds(self, subject: str) -> bool:
         """True if this place's database holds the person's key (destroyed or not)."""
         return bool(await self._rows([subject]))

@@ -174,7 +174,9 @@ def build_router(kernel: Kernel, desk: GuidanceDesk) -> APIRouter:
         ref, _, loaded = await cases.reading(principal, client_id)
         await kernel.access.record(principal, ref, f"GET /v1/cases/{client_id}",
                                    request.state.correlation_id)
-        return case_view(loaded.events, datetime.now(UTC))
+        # erased: the person's personal fields read as null (shared.privacy)
+        return {**case_view(loaded.events, datetime.now(UTC)),
+                "erased": await kernel.keys.is_erased(client_id)}
 
     @api.post("/cases/{client_id}/litmas", response_model=ChangedOut,
               summary="Submit the litmas (social-inquiry report)",

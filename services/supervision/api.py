@@ -108,7 +108,9 @@ def build_router(kernel: Kernel, runner: CommandRunner, due_soon_days: int) -> A
         ref, _, loaded = await cases.reading(principal, client_id)
         await kernel.access.record(principal, ref, f"GET /v1/supervision/{client_id}",
                                    request.state.correlation_id)
-        return supervision_view(loaded.events)
+        # erased: the person's personal fields read as null (shared.privacy)
+        return {**supervision_view(loaded.events),
+                "erased": await kernel.keys.is_erased(client_id)}
 
     @api.put("/supervision/{client_id}/plan", response_model=ChangedOut,
              summary="Set the reporting plan (wajib lapor)", dependencies=[require_roles(*STAFF)])

@@ -105,8 +105,13 @@ async def test_an_erased_person_keeps_their_facts_and_loses_their_data(system):
     reg, gd = system
     cid = await registered(reg)
     await closed(reg, gd, cid)
+    case = (await gd.http.get(f"/v1/cases/{cid}", headers=gd.token())).json()
+    assert case["erased"] is False
     r = await erase(reg, cid)
     assert r.status_code == 200, r.text
+    case = await eventually(lambda: gd.http.get(f"/v1/cases/{cid}", headers=gd.token()),
+                            until=lambda r: r.json()["erased"] is True)
+    assert case.json()["status"] == "CLOSED"  # the facts stay
     assert r.json()["erased_cases"] == [{"office": "jaksel", "client_id": cid}]
     again = await erase(reg, cid)  # asked once more: the same answer, nothing new
     assert again.status_code == 200 and again.json()["version"] == r.json()["version"]
