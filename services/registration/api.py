@@ -480,8 +480,8 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
             retention_days=kernel.settings.privacy_retention_days,
             earlier=await earlier_cases(ref)),
             metadata(request, principal), now)
-        erased = next((e for e in (await registrar.load(ref))[1].events
-                       if isinstance(e.data, d.PersonErased)), None)
+        stored = decision.events or (await registrar.load(ref))[1].events  # asked again
+        erased = next((e for e in stored if isinstance(e.data, d.PersonErased)), None)
         if erased is None:  # a refusal is raised above; this is not reached
             raise not_found()
         # the record of the erasure is stored first; then the keys go (again, harmlessly,
