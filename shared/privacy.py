@@ -265,19 +265,7 @@ class KeyRing:
                   if (k := self._keys.get(s)) is None or now - k.fetched > KEY_CACHE_SECONDS]
         if not wanted:
             return
-        found = await self._rows(wanted)
-        missing = [s for s in wanted if s not in found]
-        if create and missing:
-            made = []
-            for subject in missing:
-                data_key = os.urandom(32)
-                master_kid, wrapped = self.masters.wrap(data_key, subject)
-                made.append((subject, "k" + os.urandom(8).hex(), master_kid, wrapped,
-                             (offices or {}).get(subject)))
-            await self.pool.executemany(
-                f"INSERT INTO {self.table} (subject, kid, master_kid, wrapped, office) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject) DO NOTHING", made)
-            found.update(await self._rows(missing))  # another process may have made one first
+        found = await (self._made(wanted, offices or {}) if create else self._rows(wanted))
         if self.replica is not None:
             if create:  # published before any event sealed with it is appended
                 await self._share([k for k, shared in found.values() if not shared])
@@ -301,11 +289,34 @@ class KeyRing:
         rows = await self.pool.fetch(
             f"SELECT subject, kid, master_kid, wrapped, office, shared FROM {self.table} "
             "WHERE subject = ANY($1::text[])", subjects)
-        return {r["subject"]: (SharedKey(r["subject"], r["office"] or "", r["kid"],
-                                         r["master_kid"],
-                                         None if r["wrapped"] is None else bytes(r["wrapped"])),
-                               r["shared"])
-                for r in rows}
+        return _keys_of(rows)
+
+    async def _made(self, subjects: list[str], offices: dict[str, str]
+                    ) -> dict[str, tuple[SharedKey, bool]]:
+        """The persons' keys, made where they have none: one round trip (a registration
+        batch waits on it). A key made by another process first is the one kept."""
+        made = []
+        for subject in subjects:
+            master_kid, wrapped = self.masters.wrap(os.urandom(32), subject)
+            made.append((subject, "k" + os.urandom(8).hex(), master_kid, wrapped,
+                         offices.get(subject)))
+        rows = await self.pool.fetch(f"""
+            WITH new AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[],
+                                              $5::text[])
+                         AS n(subject, kid, master_kid, wrapped, office)),
+                 ins AS (INSERT INTO {self.table} (subject, kid, master_kid, wrapped, office)
+                         SELECT subject, kid, master_kid, wrapped, office FROM new
+                         ON CONFLICT (subject) DO NOTHING
+                         RETURNING subject, kid, master_kid, wrapped, office, shared)
+            SELECT * FROM ins
+            UNION ALL  -- the keys there were already (the statement does not see its own)
+            SELECT k.subject, k.kid, k.master_kid, k.wrapped, k.office, k.shared
+              FROM {self.table} k JOIN new USING (subject)""",
+            *map(list, zip(*made, strict=True)))
+        found = _keys_of(rows)
+        # made by another process after this statement's snapshot was taken: read anew
+        late = [s for s in subjects if s not in found]
+        return found | (await self._rows(late) if late else {})
 
     async def _share(self, keys: list[SharedKey]) -> None:
         """Publish these keys (or their destruction) to the KEYS stream, then note them
@@ -411,6 +422,14 @@ class KeyRing:
                 f"UPDATE {self.table} SET master_kid = $2, wrapped = $3 WHERE subject = $1 "
                 "AND wrapped IS NOT NULL", r["subject"], kid, wrapped)
         return len(rows)
+
+
+def _keys_of(rows: Iterable[asyncpg.Record]) -> dict[str, tuple[SharedKey, bool]]:
+    """Key rows as the stream would carry them, with whether it has them (`shared`)."""
+    return {r["subject"]: (SharedKey(r["subject"], r["office"] or "", r["kid"], r["master_kid"],
+                                     None if r["wrapped"] is None else bytes(r["wrapped"])),
+                           r["shared"])
+            for r in rows}
 
 
 async def ensure_key_tables(conn: asyncpg.Connection, schema: str) -> None:

@@ -4,6 +4,7 @@ destroying the key, master-key rotation, and the hash chain over the sealed byte
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import re
@@ -168,3 +169,19 @@ async def test_the_example_grants_let_each_service_do_only_its_part(pool, topolo
         assert await as_role(role, destroy) == ("done" if svc == "registration"
                                                 else "refused"), svc
     assert await as_role("bapas_other", select) == "refused"
+
+
+async def test_keys_made_at_once_by_many_writers_are_one_key_per_person(pool, topology):
+    """Rings of several processes making the same persons' keys at the same moment: each
+    person gets one key, and every ring holds that one."""
+    masters = master()
+    rings = [KeyRing(pool, topology.schema("privacy"), masters) for _ in range(6)]
+    await rings[0].ensure_schema()
+    people = [f"c-race-{i}" for i in range(40)]
+    await asyncio.gather(*(r.prepare(people, create=True) for r in rings))
+    sealed = [r.seal(p, "x") for r in rings for p in people]
+    kids = {(v.split(":")[2]) for v in sealed}
+    rows = await pool.fetch(f'SELECT subject, kid FROM "{topology.schema("privacy")}".subject_keys'
+                            " WHERE subject = ANY($1::text[])", people)
+    assert len(rows) == len(people) and kids == {r["kid"] for r in rows}
+    assert all(r.open(p, r2.seal(p, "y")) == "y" for r, r2 in zip(rings, rings[1:]) for p in people)
