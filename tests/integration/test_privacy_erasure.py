@@ -11,6 +11,7 @@ import pytest
 
 from services.guidance.app import definition as guidance
 from services.registration.app import definition as registration
+from services.supervision.app import definition as supervision
 from shared.office_time import office_date
 from shared.store import EventStore
 from shared.streams import CaseRef
@@ -287,3 +288,18 @@ async def test_an_erasure_reaches_every_earlier_case_of_the_person(system):
         view = (await reg.http.get(f"/v1/clients/{client_id}",
                                    headers=reg.token(office, "supervisor"))).json()
         assert view["person"]["full_name"] is None and view["person"]["nik"] is None, office
+
+
+async def test_the_supervision_view_says_the_person_is_erased(settings, streams):
+    now = settings.model_copy(update={"privacy_retention_days": 0})
+    async with running(registration, now) as reg, running(guidance, now) as gd, \
+            running(supervision, now) as sv:
+        cid = await registered(reg)
+        view = await eventually(lambda: sv.http.get(f"/v1/supervision/{cid}",
+                                                    headers=sv.token()),
+                                until=lambda r: r.status_code == 200)
+        assert view.json()["erased"] is False
+        await closed(reg, gd, cid)
+        assert (await erase(reg, cid)).status_code == 200
+        await eventually(lambda: sv.http.get(f"/v1/supervision/{cid}", headers=sv.token()),
+                         until=lambda r: r.status_code == 200 and r.json()["erased"] is True)
