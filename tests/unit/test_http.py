@@ -252,8 +252,11 @@ def test_a_remembered_token_vouches_for_no_other():
     token = service.issue("pk-0007", "jaksel", ["pk"])
     service.verify(token)
     head, body, signature = token.split(".")
+    # another first character: the last ones of base64url carry padding bits, and "AA"
+    # at the end left the signature's bytes as they were about once in a thousand tokens
+    forged = ("B" if signature[0] == "A" else "A") + signature[1:]
     with pytest.raises(Problem):
-        service.verify(f"{head}.{body}.{signature[:-2]}AA")
+        service.verify(f"{head}.{body}.{forged}")
 
 
 def test_unknown_roles_in_a_token_grant_nothing():
