@@ -324,8 +324,7 @@ class KeyRing:
         is published by `share_pending` once an office is known for it."""
         assert self.replica is not None
         keys = [k for k in keys if k.office]
-        for key in keys:
-            await self.replica.publish(key)
+        await asyncio.gather(*(self.replica.publish(k) for k in keys))  # one wait for all
         if keys:
             await self.pool.executemany(
                 f"UPDATE {self.table} SET shared = true WHERE subject = $1 AND "
@@ -385,17 +384,17 @@ class KeyRing:
     async def destroy(self, subject: str, *, by: str, legal_basis: str, at: datetime) -> bool:
         """Destroy the person's key (keeping the row: who erased, when, on what basis).
         True if a key was destroyed now."""
-        status = await self.pool.execute(
+        rows = await self.pool.fetch(
             f"UPDATE {self.table} SET wrapped = NULL, destroyed_at = $2, destroyed_by = $3, "
-            "legal_basis = $4, shared = false WHERE subject = $1 AND wrapped IS NOT NULL",
+            "legal_basis = $4, shared = false WHERE subject = $1 AND wrapped IS NOT NULL "
+            "RETURNING subject, kid, master_kid, wrapped, office, shared",
             subject, at, by, legal_basis)
         self._keys[subject] = _DataKey(self._keys.get(subject, _DataKey("", None, 0)).kid, None,
                                        time.monotonic())
-        if self.replica is not None:  # failed here, `keep_shared` publishes it again
+        if self.replica is not None and rows:  # failed here, `keep_shared` sends it again
             with contextlib.suppress(Exception):
-                await self._share([k for k, shared in (await self._rows([subject])).values()
-                                   if not shared])
-        return status.endswith(" 1")
+                await self._share([k for k, _ in _keys_of(rows).values()])
+        return bool(rows)
 
     async def is_erased(self, subject: str) -> bool:
         """True if the person's key is destroyed (an erasure, anywhere)."""
@@ -404,10 +403,6 @@ class KeyRing:
         except KeyUnavailable:
             return False  # not known here yet: not erased as far as this place can tell
         return self.erased(subject)
-
-    async def holds(self, subject: str) -> bool:
-        """True if this place's database holds the person's key (destroyed or not)."""
-        return bool(await self._rows([subject]))
 
     async def rewrap(self) -> int:
         """Wrap every live data key with the current master key (after a rotation, before
@@ -432,6 +427,10 @@ def _keys_of(rows: Iterable[asyncpg.Record]) -> dict[str, tuple[SharedKey, bool]
             for r in rows}
 
 
+KEY_COLUMNS = ("subject", "kid", "master_kid", "wrapped", "created_at", "destroyed_at",
+               "destroyed_by", "legal_basis", "office", "shared")
+
+
 async def ensure_key_tables(conn: asyncpg.Connection, schema: str) -> None:
     """The key schema, made once however many services start at the same moment (they
     share it: CREATE ... IF NOT EXISTS alone races)."""
@@ -444,10 +443,6 @@ async def ensure_key_tables(conn: asyncpg.Connection, schema: str) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{schema}.keys")
         await _create_key_tables(conn, schema)
-
-
-KEY_COLUMNS = ("subject", "kid", "master_kid", "wrapped", "created_at", "destroyed_at",
-               "destroyed_by", "legal_basis", "office", "shared")
 
 
 async def _create_key_tables(conn: asyncpg.Connection, schema: str) -> None:

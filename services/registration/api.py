@@ -232,7 +232,8 @@ def sees(principal: Principal, office: str, officer_id: str | None, is_child: bo
     return principal.may_read_case(office, officer_id, is_child, also_office=transferred_to)
 
 
-def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
+def build_router(kernel: Kernel, registrar: Registrar, national: Registrar) -> APIRouter:
+    """`national` reads where every office's cases are (on an office's leaf, the hub)."""
     api = APIRouter(prefix="/v1", tags=["clients"], responses=PROBLEM_RESPONSES)
     clients = f'"{kernel.schema}".clients'
     finder = CaseFinder(kernel, CONTEXT, d.DECIDER, "clients", "client")
@@ -450,9 +451,6 @@ def build_router(kernel: Kernel, registrar: Registrar) -> APIRouter:
                               to_office=moved.office, new_client_id=moved.client_id)
 
     # -------------------------------------------------------------- personal data (PDP)
-
-    national = (registrar if kernel.national_store is kernel.store
-                else Registrar(kernel.national_store, kernel.metrics))
 
     async def earlier_cases(ref: CaseRef, most: int = 50) -> tuple[d.CaseLink, ...]:
         """The person's cases before this one, each transferred to the next (at any office:

@@ -22,7 +22,7 @@ def build(kernel: Kernel) -> ServiceParts:
     registrar = Registrar(kernel.store, kernel.metrics)
     origin = (registrar if kernel.national_store is kernel.store
               else Registrar(kernel.national_store, kernel.metrics))
-    return ServiceParts(routers=[build_router(kernel, registrar)],
+    return ServiceParts(routers=[build_router(kernel, registrar, origin)],
                         consumers=[ClientDirectory(), MonthlyReport(),
                                    TransferIntake(registrar, origin),
                                    FollowGuidanceClosure(registrar),
