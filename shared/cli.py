@@ -522,7 +522,9 @@ def privacy_new_key(kid: str | None) -> None:
 def privacy_seal_existing(data: Path, backup: Path, restore_from: Path | None) -> None:
     """Seal the personal fields of events written before sealing (one-off, services
     stopped): each case stream is backed up, rewritten with the same events sealed and
-    their chains recomputed, and a manifest ties each old hash to its new one."""
+    their chains recomputed, and a manifest ties each old hash to its new one. NIK index
+    cases named by an earlier version's unkeyed digest are renamed by the keyed one
+    (BAPAS_PRIVACY_INDEX_KEY)."""
     from .local.sealing import run as run_sealing
     sys.exit(run_sealing(data, backup, restore_from=restore_from, echo=click.echo))
 

@@ -83,6 +83,10 @@ class ProfileError(KernelError):
     """The NATS server or a stream does not hold the durability profile; says what to change."""
 
 
+class MigrationNeeded(KernelError):
+    """What is stored needs a one-off migration before this version may serve; says which."""
+
+
 class Unavailable(KernelError):
     """A dependency (NATS or PostgreSQL) cannot be reached now: the request may be retried
     (with the same `Idempotency-Key`), it was not applied. Answered as 503 with Retry-After,

@@ -31,6 +31,12 @@ subject), at the office and, once sourced, at the hub. A key not found anywhere 
 events reached the hub before the key did) is a retryable `KeyUnavailable`, never a value
 read as None. Erasing a person whose earlier case is another office's destroys that key
 at that office, which reacts to the `PersonErased` event.
+
+A personal value that names an index case (the NIK index of registration: one NIK, one
+case) is named by a keyed digest (`IndexKey`, HMAC-SHA-256 with `BAPAS_PRIVACY_INDEX_KEY`),
+never by the value nor a plain digest of it: a NIK has a known structure (region, birth
+date, serial), so a plain digest found in a stream read raw gives the NIK back by trying
+them all, even after the person was erased.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from pydantic import BaseModel
 from .errors import Unavailable
 
 __all__ = ["PERSONAL", "SEALED_PREFIX", "KeyRing", "KeyReplica", "KeyUnavailable", "MasterKeys",
-           "SharedKey", "personal_paths", "seal_body", "open_value", "is_sealed",
+           "SharedKey", "IndexKey", "personal_paths", "seal_body", "open_value", "is_sealed",
            "ErasedPerson"]
 
 log = structlog.get_logger("bapas.privacy")
@@ -154,6 +160,38 @@ class MasterKeys:
 
 
 # ------------------------------------------------------------------------------ data keys
+
+
+class IndexKey:
+    """The key of the digests that name index cases by a personal value.
+
+    It is not a master key: master keys rotate, while an index case must keep its name
+    (the stream holds its events under it). At least 32 characters; in development one is
+    derived from the token secret."""
+
+    MIN_LENGTH = 32
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < self.MIN_LENGTH:
+            raise ValueError(f"BAPAS_PRIVACY_INDEX_KEY must be at least {self.MIN_LENGTH} "
+                             "characters")
+        self._key = key
+
+    @classmethod
+    def parse(cls, text: str) -> IndexKey:
+        return cls(text.encode())
+
+    @classmethod
+    def development(cls, secret: str) -> IndexKey:
+        return cls(hmac.new(secret.encode(), b"bapas privacy index key",
+                            hashlib.sha256).hexdigest().encode())
+
+    def digest(self, value: str) -> str:
+        """160 bits of HMAC-SHA-256 in hex: a subject token naming `value` without it."""
+        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def __repr__(self) -> str:
+        return "IndexKey(...)"
 
 
 class KeyUnavailable(Unavailable):

@@ -36,7 +36,7 @@ from .asyncapi import Contract, asyncapi_document
 from .case_cache import CaseCache
 from .db import create_pool, ensure_kernel_tables
 from .decider import CommandRunner, Decider
-from .errors import ProfileError
+from .errors import MigrationNeeded, ProfileError
 from .events import EventCatalog, EventRegistry
 from .logging import configure_logging
 from .metrics import KernelMetrics
@@ -45,7 +45,8 @@ from .settings import Settings
 from .store import EventStore
 from .streams import Topology, check_server_profile, ensure_streams
 from .web.app import create_app
-from .privacy import ERASED_NOTICE, KeyReplica, KeyRing, MasterKeys, ensure_key_tables
+from .privacy import (ERASED_NOTICE, IndexKey, KeyReplica, KeyRing, MasterKeys,
+                      ensure_key_tables)
 from .web.auth import TokenService, identity_provider
 
 __all__ = ["ServiceDefinition", "ServiceParts", "Kernel", "main", "serve", "build_app"]
@@ -74,6 +75,8 @@ class ServiceDefinition:
     build: Callable[[Kernel], ServiceParts]
     version: str = "0.1.0"
     contract: Callable[[Topology], Contract] | None = None  # for its AsyncAPI document
+    # settings this service needs beyond every service's, checked before it starts
+    needs: tuple[Callable[[Settings], object], ...] = ()
 
 
 def master_keys(settings: Settings) -> MasterKeys:
@@ -84,6 +87,17 @@ def master_keys(settings: Settings) -> MasterKeys:
         return MasterKeys.development(settings.secret())
     raise ValueError("outside development mode BAPAS_PRIVACY_MASTER_KEYS must be set "
                      "(kid=base64 of 32 random bytes; `bapas privacy new-key` makes one)")
+
+
+def index_key(settings: Settings) -> IndexKey:
+    """BAPAS_PRIVACY_INDEX_KEY; in development, one derived from the token secret."""
+    if settings.privacy_index_key is not None:
+        return IndexKey.parse(settings.privacy_index_key.get_secret_value())
+    if settings.development:
+        return IndexKey.development(settings.secret())
+    raise ValueError("outside development mode BAPAS_PRIVACY_INDEX_KEY must be set (at "
+                     "least 32 random characters, e.g. `openssl rand -base64 32`; set it "
+                     "once: the NIK index is named with it)")
 
 
 class Kernel:
@@ -411,13 +425,15 @@ def main(defn: ServiceDefinition) -> None:
     try:
         settings = Settings()
         master_keys(settings)
+        for need in defn.needs:
+            need(settings)
     except Exception as exc:  # pydantic's message names every field at fault
         print(f"bapas {defn.name}: invalid settings: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
     configure_logging(defn.name, fmt=settings.log_format, level=settings.log_level)
     try:
         _run(serve(defn, settings))
-    except ProfileError as exc:
+    except (ProfileError, MigrationNeeded) as exc:
         log.error("refusing to start", problem=str(exc))
         print(f"bapas {defn.name}: refusing to start: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     privacy_master_keys: SecretStr | None = Field(
         None, description="kid=base64(32 bytes)[,kid=...]: the first wraps new data keys, "
         "the others still unwrap (rotation); required outside development")
+    privacy_index_key: SecretStr | None = Field(
+        None, description="at least 32 characters: keys the digests that name the NIK index "
+        "(never rotated: the index's subjects are named with it); required outside "
+        "development by registration")
     privacy_retention_days: int = Field(
         3653, ge=0, description="how long after a case ends its person's data must be kept "
         "before it may be erased (default: 10 years)")

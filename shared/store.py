@@ -274,6 +274,24 @@ class EventStore:
                                                        "batch": len(chunk)}))
         return out
 
+    async def subjects(self, stream: str, subjects_filter: str) -> dict[str, int]:
+        """The stream's subjects that match the filter, each with its number of messages
+        (the server answers in pages; nats-py's stream_info reads only the first)."""
+        import nats.js.errors
+
+        out: dict[str, int] = {}
+        while True:
+            request = {"subjects_filter": subjects_filter, "offset": len(out)}
+            reply = await self._nc.request(f"{self._api}.STREAM.INFO.{stream}",
+                                           json.dumps(request).encode(), timeout=self._timeout)
+            doc = json.loads(reply.data)
+            if "error" in doc:
+                nats.js.errors.APIError.from_error(doc["error"])
+            page = (doc.get("state") or {}).get("subjects") or {}
+            out.update(page)
+            if not page or len(out) >= doc.get("total", 0):
+                return out
+
     async def read_subject(self, stream: str, subject: str, *, from_seq: int = 1) -> list[Msg]:
         """Raw messages of one exact subject via batched Direct Get (no helper in nats-py)."""
         out: list[Msg] = []

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 from services.guidance.events import EVENTS as GUIDANCE_EVENTS
 from shared.asyncapi import Contract, access_channel, case_channel
-from shared.runtime import Kernel, ServiceDefinition, ServiceParts
+from shared.runtime import Kernel, ServiceDefinition, ServiceParts, index_key
 from shared.streams import Topology
 
 from .api import build_router
 from .events import EVENTS
 from .projections import ClientDirectory, MonthlyReport
 from .reactions import FollowGuidanceClosure, ShredErasedKeys, TransferIntake
-from .registrar import Registrar
+from .registrar import Registrar, refuse_unkeyed_nik_index
 
 
 def build(kernel: Kernel) -> ServiceParts:
-    registrar = Registrar(kernel.store, kernel.metrics)
+    index = index_key(kernel.settings)
+    registrar = Registrar(kernel.store, index, kernel.metrics)
     origin = (registrar if kernel.national_store is kernel.store
-              else Registrar(kernel.national_store, kernel.metrics))
-    return ServiceParts(routers=[build_router(kernel, registrar, origin)],
+              else Registrar(kernel.national_store, index, kernel.metrics))
+    return ServiceParts(setup=[lambda: refuse_unkeyed_nik_index(kernel.store)],
+                        routers=[build_router(kernel, registrar, origin)],
                         consumers=[ClientDirectory(), MonthlyReport(),
                                    TransferIntake(registrar, origin),
                                    FollowGuidanceClosure(registrar),
@@ -45,4 +47,5 @@ definition = ServiceDefinition(
     registries=(EVENTS, GUIDANCE_EVENTS),
     build=build,
     contract=contract,
+    needs=(index_key,),
 )

@@ -16,7 +16,6 @@ A registration changes all three in one atomic append.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -218,12 +217,6 @@ def evolve_nik(state: NikState, event: Event) -> NikState:
 
 
 # ------------------------------------------------------------------------ identity rules
-
-
-def nik_key(nik: str) -> str:
-    """The NIK index's subject token: a digest, so that the NIK itself never names a
-    subject (subjects show in monitoring)."""
-    return "nik-" + hashlib.sha256(nik.encode()).hexdigest()[:40]
 
 
 def book_key(at: datetime) -> str:

@@ -10,6 +10,8 @@ registration of an office a number unique within the office and year.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -17,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict
 
 from shared.events import Event, EventRegistry
-from shared.privacy import PERSONAL
+from shared.privacy import PERSONAL, IndexKey
 
 EVENTS = EventRegistry("registration")
 CONTEXT = "registration"
@@ -178,6 +180,27 @@ class RegisterNumberIssued(Event):
     number: int
     register_number: str
     client_id: str
+
+
+# The NIK index: one case per NIK and office, named `nikh-<keyed digest>` (IndexKey), so
+# that neither the NIK nor a plain digest of it shows in a subject, a stream read raw or an
+# event's `subject` attribute. Earlier versions named it `nik-<SHA-256 of the NIK>`;
+# `bapas privacy seal-existing` renames those cases (see `rekeyed_nik_case`).
+NIK_CASE_PREFIX = "nikh-"
+UNKEYED_NIK_CASE = re.compile(r"nik-([0-9a-f]{40})")
+
+
+def nik_case(nik: str, key: IndexKey) -> str:
+    """The NIK index case of a NIK: the keyed digest of the unkeyed one, so that a case of
+    an earlier version is renamed from its name alone (`rekeyed_nik_case`)."""
+    return NIK_CASE_PREFIX + key.digest(hashlib.sha256(nik.encode()).hexdigest()[:40])
+
+
+def rekeyed_nik_case(case_id: str, key: IndexKey) -> str | None:
+    """The name `nik_case` gives a NIK index case named by an earlier version; None for a
+    case of another kind."""
+    match = UNKEYED_NIK_CASE.fullmatch(case_id)
+    return NIK_CASE_PREFIX + key.digest(match.group(1)) if match else None
 
 
 @EVENTS.event()

@@ -13,20 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import nats.js.errors
 import structlog
 
 from shared.decider import CommandRunner, Decision
-from shared.errors import ConcurrencyError, DomainConflict, DomainError
+from shared.errors import ConcurrencyError, DomainConflict, DomainError, MigrationNeeded
 from shared.events import Event, Metadata, NewEvent
 from shared.ids import derived_id
 from shared.metrics import KernelMetrics
+from shared.privacy import IndexKey
 from shared.store import AppendResult, CaseVersion, CaseWrite, EventStore, LoadedCase
 from shared.streams import CaseRef
 
 from .domain import (DECIDER, BookState, Client, ClientRegistered, CloseRegistration, NikReleased,
                      NikState, RegisterClient, TransferClient, book_key, decide, evolve_book,
-                     evolve_nik, nik_key, register)
-from .events import CONTEXT
+                     evolve_nik, register)
+from .events import CONTEXT, UNKEYED_NIK_CASE, nik_case
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,10 @@ MAX_GROUP = 64
 
 
 class Registrar:
-    def __init__(self, store: EventStore, metrics: KernelMetrics | None = None,
+    def __init__(self, store: EventStore, index: IndexKey, metrics: KernelMetrics | None = None,
                  max_attempts: int = 5) -> None:
         self.store = store
+        self.index = index  # names the NIK index cases (events.nik_case)
         self.max_attempts = max_attempts
         # Registrations of one office queue for its register book and are decided and
         # appended together (group commit): whatever waits when the book comes free goes
@@ -106,7 +109,7 @@ class Registrar:
         """
         book_ref = CaseRef(cmd.office, book_key(cmd.registered_at))
         ask = _Ask(cmd, meta, CaseRef(cmd.office, cmd.client_id),
-                   CaseRef(cmd.office, nik_key(cmd.nik)),
+                   CaseRef(cmd.office, nik_case(cmd.nik, self.index)),
                    asyncio.get_running_loop().create_future(), fresh)
         self._waiting.setdefault(book_ref, []).append(ask)
         if book_ref not in self._turns:
@@ -184,7 +187,7 @@ class Registrar:
                 return Decision([], client, loaded.version, duplicate=True)
             registered = client.registered
             assert registered is not None
-            nik_ref = CaseRef(ref.office, nik_key(registered.person.nik))
+            nik_ref = CaseRef(ref.office, nik_case(registered.person.nik, self.index))
             nik = await self.store.last(CONTEXT, nik_ref)
             holds = _fold(NikState(), evolve_nik, nik).holder == ref.client_id
             release = [NikReleased(client_id=ref.client_id, reason=reason)] if holds else []
@@ -199,6 +202,23 @@ class Registrar:
             return Decision(results[0].events, state, results[0].version, results[0].duplicate)
         raise DomainConflict("the case changed while this was decided; try again",
                              rule="concurrent_change")
+
+
+async def refuse_unkeyed_nik_index(store: EventStore) -> None:
+    """Refuse to serve while the stream holds NIK index cases named by an earlier version:
+    registrations would not see their claims, and the same NIK could be registered twice."""
+    topology = store.topology
+    try:
+        subjects = await store.subjects(topology.stream(CONTEXT), topology.context_filter(
+            CONTEXT, topology.office or "*"))
+    except nats.js.errors.NotFoundError:
+        return
+    old = [s for s in subjects if UNKEYED_NIK_CASE.fullmatch(s.rsplit(".", 1)[-1])]
+    if old:
+        raise MigrationNeeded(
+            f"the NIK index has {len(old)} cases named by an unkeyed digest of the NIK (an "
+            "earlier version): stop the services and run `bapas privacy seal-existing "
+            "--backup FILE`, which renames them, before registration starts")
 
 
 def _decide(asks: list[_Ask], book_case: LoadedCase, nik_cases: dict[CaseRef, LoadedCase],

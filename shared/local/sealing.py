@@ -14,6 +14,11 @@ rewritten whole, with the system's services stopped:
 4. a manifest (JSON lines: event id, stream sequence, the old and the new hash) records
    what changed, so an auditor can tie an export taken before to the chain after.
 
+The same rewrite renames the cases a context names by a personal value in an earlier
+version's way (`renames`: the NIK index's unkeyed digests, see
+services.registration.events.rekeyed_nik_case): subject and `ce-subject` change, the chain
+does not (it hashes neither), and the services' copies of those cases are forgotten.
+
 Refused where a stream has gaps (positions would shift), where services are connected,
 and on office leaves or a hub (streams sourced across servers). `--restore BACKUP`
 publishes a backup's messages back into an emptied stream.
@@ -25,7 +30,7 @@ import base64
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,8 @@ from typing import Any
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
+from ..case_cache import CASE_CACHE_TABLE
+from ..db import quote_ident
 from ..envelope import GENESIS_HASH, Envelope, chain_hash
 from ..events import EventCatalog
 from ..privacy import KeyRing, is_sealed, personal_paths
@@ -55,6 +62,7 @@ class SealReport:
     messages: int = 0
     sealed_events: int = 0
     rechained_events: int = 0
+    renamed_cases: int = 0
     manifest: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -97,8 +105,12 @@ def _write_backup(path: Path, stream: str, messages: list[dict[str, Any]]) -> No
         os.fsync(out.fileno())
 
 
+Rename = Callable[[str], "str | None"]  # a case id to its new one, None to keep it
+
+
 async def seal_existing(nc: NATS, topology: Topology, catalog: EventCatalog, keys: KeyRing,
                         backup: Path, *, contexts: tuple[str, ...] = CASE_CONTEXTS,
+                        renames: Mapping[str, Rename] | None = None,
                         progress: Callable[[str], None] = lambda _: None) -> list[SealReport]:
     if topology.office or topology.leaves:
         raise SealingError("an office leaf or a hub sources streams across servers: migrate "
@@ -128,14 +140,18 @@ async def seal_existing(nc: NATS, topology: Topology, catalog: EventCatalog, key
             todo = _personal_unsealed(doc, paths) if paths else []
             plans.append((env, doc, todo))
         need = [env.client_id for env, _, todo in plans if todo]
-        if not need:
+        rename = (renames or {}).get(context)
+        new_names = {env.client_id: new for env, _, _ in plans
+                     if rename is not None and (new := rename(env.client_id)) is not None}
+        if not need and not new_names:
             reports.append(report)
             progress(f"{stream}: nothing to seal")
             continue
         # each key in its case's office (where offices keep databases of their own, the
         # services publish it to the KEYS stream: KeyRing.keep_shared)
-        await keys.prepare(need, create=True,
-                           offices={env.client_id: env.office for env, _, todo in plans if todo})
+        if need:
+            await keys.prepare(need, create=True, offices={
+                env.client_id: env.office for env, _, todo in plans if todo})
         # new bodies, and each case's chain from its first change on
         prev: dict[str, tuple[str, str]] = {}  # subject -> (old last hash, new last hash)
         rewritten = []
@@ -159,12 +175,17 @@ async def seal_existing(nc: NATS, topology: Topology, catalog: EventCatalog, key
                                         "subject": m["subject"], "old_hash": env.hash,
                                         "new_hash": new_hash})
             prev[m["subject"]] = (env.hash, headers.get("ce-hash", env.hash))
-            rewritten.append((m["subject"], headers, body))
+            subject = m["subject"]
+            if (new_name := new_names.get(env.client_id)) is not None:
+                subject = f"{subject.rsplit('.', 1)[0]}.{new_name}"
+                headers["ce-subject"] = new_name
+            rewritten.append((subject, headers, body))
+        report.renamed_cases = len(new_names)
         _write_backup(backup, stream, messages)
         progress(f"{stream}: backup written to {backup}")
         await _republish(js, topology, stream, context, rewritten)
         progress(f"{stream}: {report.sealed_events} events sealed, "
-                 f"{report.rechained_events} rechained")
+                 f"{report.rechained_events} rechained, {report.renamed_cases} cases renamed")
         reports.append(report)
     return reports
 
@@ -201,6 +222,22 @@ async def restore(nc: NATS, topology: Topology, backup: Path) -> dict[str, int]:
     return {stream: len(m) for stream, m in by_stream.items()}
 
 
+async def forget_copies(pool: Any, topology: Topology, case_pattern: str) -> int:
+    """Delete the services' copies (shared.case_cache) of the cases whose id matches
+    `case_pattern` (a regular expression): cases renamed would otherwise keep their old
+    names there."""
+    forgotten = 0
+    for service in CASE_CONTEXTS:
+        table = f"{quote_ident(topology.schema(service))}.{CASE_CACHE_TABLE}"
+        async with pool.acquire() as conn:
+            if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+                continue
+            done = await conn.execute(f"DELETE FROM {table} WHERE subject ~ $1",
+                                      r"\." + case_pattern + "$")
+            forgotten += int(done.split()[-1])
+    return forgotten
+
+
 # ------------------------------------------------------------------------------ the commands
 
 
@@ -229,7 +266,8 @@ def _servers(data: Path) -> Iterator[Settings]:
             env["jwt_secret"] = secret
         yield Settings(**{k: v for k, v in env.items()
                           if k in ("env", "nats_url", "database_url", "namespace",
-                                   "jwt_secret", "privacy_master_keys")})
+                                   "jwt_secret", "privacy_master_keys",
+                                   "privacy_index_key")})
     finally:
         for server in reversed(started):
             server.stop()
@@ -241,11 +279,12 @@ def run(data: Path, backup: Path | None = None, *, restore_from: Path | None = N
     import asyncio
 
     from ..db import create_pool
-    from ..runtime import connect_nats, master_keys
+    from ..runtime import connect_nats, index_key, master_keys
 
     async def go(settings: Settings) -> int:
         from services.guidance.events import EVENTS as guidance
         from services.registration.events import EVENTS as registration
+        from services.registration.events import UNKEYED_NIK_CASE, rekeyed_nik_case
         from services.supervision.events import EVENTS as supervision
 
         topology = settings.topology
@@ -263,11 +302,18 @@ def run(data: Path, backup: Path | None = None, *, restore_from: Path | None = N
                     echo(f"{stream}: {n} messages restored")
                 return 0
             assert backup is not None
+            index = index_key(settings)
             reports = await seal_existing(
                 nc, topology, EventCatalog(registration, guidance, supervision), keys,
-                backup, progress=echo)
+                backup, renames={"registration": lambda case: rekeyed_nik_case(case, index)},
+                progress=echo)
             sealed = sum(r.sealed_events for r in reports)
-            if not sealed:
+            renamed = sum(r.renamed_cases for r in reports)
+            if renamed:
+                await forget_copies(pool, topology, UNKEYED_NIK_CASE.pattern)
+                echo(f"{renamed} NIK index cases renamed by the keyed digest "
+                     "(BAPAS_PRIVACY_INDEX_KEY)")
+            if not sealed and not renamed:
                 echo("nothing to seal: every personal value is sealed already")
                 return 0
             manifest = backup.with_suffix(".manifest.jsonl")
@@ -277,9 +323,8 @@ def run(data: Path, backup: Path | None = None, *, restore_from: Path | None = N
                         out.write(json.dumps(line) + "\n")
             echo(f"{sealed} events sealed; manifest of changed hashes in {manifest}; the "
                  f"backup {backup} holds the plaintext: destroy it once the system runs well")
-            if sealed:
-                echo("then rebuild the audit service's event index (`bapas rebuild audit`): "
-                     "its copies hold the old bodies")
+            echo("then rebuild the audit service's event index (`bapas rebuild audit`): "
+                 "its copies hold the old bodies and names")
             return 0
         finally:
             await pool.close()

@@ -4,22 +4,37 @@ byte of them kept; a second run changes nothing; the backup restores what was th
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 from datetime import UTC, date, datetime
 
 import pytest
 
 from services.registration.events import EVENTS as REGISTRATION
-from services.registration.events import ClientRegistered, Decision, Period, Person
+from services.registration.events import (
+    UNKEYED_NIK_CASE,
+    ClientRegistered,
+    Decision,
+    NikClaimed,
+    Period,
+    Person,
+    nik_case,
+    rekeyed_nik_case,
+)
+from services.registration.registrar import refuse_unkeyed_nik_index
 from services.supervision.events import EVENTS as SUPERVISION
 from services.supervision.events import VisitLogged
+from shared.db import ensure_kernel_tables
 from shared.envelope import GENESIS_HASH
+from shared.errors import MigrationNeeded
 from shared.events import EventCatalog, Metadata, NewEvent
 from shared.ids import new_id
-from shared.local.sealing import SealingError, restore, seal_existing
-from shared.privacy import KeyRing, MasterKeys
+from shared.local.sealing import SealingError, forget_copies, restore, run, seal_existing
+from shared.privacy import IndexKey, KeyRing, MasterKeys
 from shared.store import CaseVersion, EventStore
 from shared.streams import CaseRef, Topology
+from tests.conftest import TEST_SECRET
 
 NAME = "Sebelum Enkripsi"
 
@@ -110,3 +125,81 @@ async def test_an_office_leaf_is_not_migrated_here(nc, ring, tmp_path):
     with pytest.raises(SealingError, match="leaf"):
         await seal_existing(nc, Topology("x", office="jaksel"), EventCatalog(REGISTRATION),
                             ring, tmp_path / "b.jsonl")
+
+
+async def test_an_unkeyed_nik_index_is_renamed_and_registration_waits_for_it(
+        nc, topology, ring, pool, tmp_path):
+    """Earlier versions named the NIK index `nik-<SHA-256 of the NIK>`: brute-forced
+    from a stream read raw. The migration renames those cases by the keyed digest, keeps
+    their events and chains, and forgets the services' copies of them; registration
+    refuses to start until it has run."""
+    catalog = EventCatalog(REGISTRATION)
+    store = EventStore(nc, topology, catalog)
+    nik, index = "3171015708450001", IndexKey(b"an index key for the tests, 32 chars and more")
+    plain = hashlib.sha256(nik.encode()).hexdigest()[:40]
+    old_ref = CaseRef("jaksel", "nik-" + plain)
+    holder = new_id()
+    claimed = await store.append("registration", old_ref, [new(NikClaimed(client_id=holder))],
+                                 CaseVersion.new())
+    client = CaseRef("jaksel", holder)
+    await store.append("registration", client, [new(registered(holder))], CaseVersion.new())
+    schema = topology.schema("registration")
+    async with pool.acquire() as conn:  # a copy of the index case, as the service keeps
+        await ensure_kernel_tables(conn, schema)
+        await conn.execute(
+            f'INSERT INTO "{schema}".case_cache (stream, subject, sequence, stream_seq, hash, '
+            "headers, body) VALUES ($1, $2, 1, 1, 'h', '{}', ''::bytea)",
+            topology.stream("registration"), topology.subject("registration", old_ref))
+    with pytest.raises(MigrationNeeded, match="seal-existing"):
+        await refuse_unkeyed_nik_index(store)
+
+    reports = await seal_existing(
+        nc, topology, catalog, ring, tmp_path / "backup.jsonl", contexts=("registration",),
+        renames={"registration": lambda case: rekeyed_nik_case(case, index)})
+    assert [(r.renamed_cases, r.sealed_events) for r in reports] == [(1, 1)]
+    assert await forget_copies(pool, topology, UNKEYED_NIK_CASE.pattern) == 1
+
+    new_ref = CaseRef("jaksel", nik_case(nik, index))  # where registration now looks
+    moved = (await store.load("registration", new_ref)).events
+    assert [(e.id, e.hash, e.data) for e in moved] == [
+        (e.id, e.hash, e.data) for e in claimed.events]
+    assert moved[0].client_id == new_ref.client_id
+    assert (await store.verify("registration", new_ref)).intact
+    assert (await store.load("registration", old_ref)).events == []
+    # neither the NIK nor its plain digest anywhere in the stream read raw
+    stream = topology.stream("registration")
+    raw = await store.read_subject(stream, topology.context_filter("registration"))
+    everything = b"".join(m.subject.encode() + repr(m.headers).encode() + (m.data or b"")
+                          for m in raw)
+    assert plain.encode() not in everything and nik.encode() not in everything
+    assert not [s for s in await store.subjects(stream, topology.context_filter("registration"))
+                if plain in s]
+    await refuse_unkeyed_nik_index(store)  # registration may start
+    # a second run renames nothing
+    again = await seal_existing(
+        nc, topology, catalog, ring, tmp_path / "again.jsonl", contexts=("registration",),
+        renames={"registration": lambda case: rekeyed_nik_case(case, index)})
+    assert [r.renamed_cases for r in again] == [0]
+
+
+async def test_the_command_renames_the_index_with_the_configured_key(
+        servers, namespace, nc, topology, streams, monkeypatch, tmp_path):
+    """`bapas privacy seal-existing` as an operator runs it, against the configured servers."""
+    key = "an operator's index key of 32 chars or more"
+    for name, value in {"BAPAS_NATS_URL": servers.nats_url, "BAPAS_DATABASE_URL": servers.dsn,
+                        "BAPAS_NAMESPACE": namespace, "BAPAS_ENV": "development",
+                        "BAPAS_JWT_SECRET": TEST_SECRET,
+                        "BAPAS_PRIVACY_INDEX_KEY": key}.items():
+        monkeypatch.setenv(name, value)
+    store = EventStore(nc, topology, EventCatalog(REGISTRATION))
+    nik = "3171015708450001"
+    old = CaseRef("jaksel", "nik-" + hashlib.sha256(nik.encode()).hexdigest()[:40])
+    await store.append("registration", old, [new(NikClaimed(client_id=new_id()))],
+                       CaseVersion.new())
+    said: list[str] = []
+    assert await asyncio.to_thread(run, tmp_path, tmp_path / "backup.jsonl",
+                                   echo=said.append) == 0
+    assert "1 NIK index cases renamed" in "\n".join(said)
+    renamed = CaseRef("jaksel", nik_case(nik, IndexKey(key.encode())))
+    assert len((await store.load("registration", renamed)).events) == 1
+    await refuse_unkeyed_nik_index(store)

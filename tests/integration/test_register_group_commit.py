@@ -15,6 +15,7 @@ from services.registration.registrar import MAX_GROUP, Registrar
 from shared.errors import DomainConflict
 from shared.events import EventCatalog, Metadata
 from shared.metrics import KernelMetrics
+from shared.privacy import IndexKey
 from shared.store import EventStore
 from shared.streams import CaseRef
 from tests.support.clock import now_utc, office_today
@@ -40,6 +41,7 @@ def registering(i: int, *, client_id: str | None = None, nik_of: int | None = No
 
 
 META = Metadata(actor="pk-0007", correlation_id="corr-1")
+INDEX = IndexKey(b"an index key for the tests, 32 chars and more")
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def appends(store: EventStore) -> float:
 
 
 async def test_registrations_at_once_get_gap_free_numbers_in_arrival_order_and_share_appends(store):
-    registrar = Registrar(store)
+    registrar = Registrar(store, INDEX)
     n = 150
     results = await asyncio.gather(*(registrar.register(registering(i), META) for i in range(n)))
     numbers = [int(r.event.register_number.rsplit("-", 1)[1]) for r in results]
@@ -73,7 +75,7 @@ async def test_registrations_at_once_get_gap_free_numbers_in_arrival_order_and_s
 
 
 async def test_a_refused_registration_takes_no_number_and_one_nik_gets_one_case(store):
-    registrar = Registrar(store)
+    registrar = Registrar(store, INDEX)
     asks = [registering(0), registering(1, nik_of=0), registering(2),
             registering(3, nik_of=2), registering(4)]
     results = await asyncio.gather(*(registrar.register(cmd, META) for cmd in asks),
@@ -88,7 +90,7 @@ async def test_a_refused_registration_takes_no_number_and_one_nik_gets_one_case(
 
 
 async def test_repeats_in_the_same_group_and_later_store_nothing_new(store):
-    registrar = Registrar(store)
+    registrar = Registrar(store, INDEX)
     first = await asyncio.gather(*(registrar.register(registering(i, client_id="same"), META)
                                    for i in (7, 7, 7)))
     assert [r.duplicate for r in first] == [False, True, True]
@@ -101,7 +103,7 @@ async def test_repeats_in_the_same_group_and_later_store_nothing_new(store):
 
 
 async def test_two_replicas_registering_at_once_still_number_without_gaps(nc, topology, streams):
-    replicas = [Registrar(EventStore(nc, topology, EventCatalog(EVENTS))) for _ in range(2)]
+    replicas = [Registrar(EventStore(nc, topology, EventCatalog(EVENTS)), INDEX) for _ in range(2)]
     n = 120
     results = await asyncio.gather(*(replicas[i % 2].register(registering(i), META)
                                      for i in range(n)), return_exceptions=True)
@@ -116,7 +118,7 @@ async def test_two_replicas_registering_at_once_still_number_without_gaps(nc, to
 
 
 async def test_offices_have_books_of_their_own(store):
-    registrar = Registrar(store)
+    registrar = Registrar(store, INDEX)
     results = await asyncio.gather(*(registrar.register(
         registering(i, office="jaksel" if i % 2 else "bandung"), META) for i in range(20)))
     for office in ("jaksel", "bandung"):

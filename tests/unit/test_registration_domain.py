@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, date, datetime
 
 import pytest
 
 from services.registration import domain as d
+from services.registration.events import nik_case, rekeyed_nik_case
 from shared.errors import DomainConflict, DomainError
+from shared.privacy import IndexKey
 
 NOW = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
 
@@ -152,7 +155,25 @@ class TestChanges:
         assert err.value.status == 404
 
 
-def test_the_nik_index_key_does_not_show_the_nik():
-    key = d.nik_key("3171015708450001")
-    assert key.startswith("nik-") and "3171015708450001" not in key
-    assert key == d.nik_key("3171015708450001") != d.nik_key("3171015708450002")
+def test_the_nik_index_case_shows_neither_the_nik_nor_a_plain_digest_of_it():
+    nik = "3171015708450001"
+    key = IndexKey(b"k" * 32)
+    case = nik_case(nik, key)
+    plain = hashlib.sha256(nik.encode()).hexdigest()
+    assert case.startswith("nikh-") and nik not in case and plain[:12] not in case
+    assert case == nik_case(nik, key) != nik_case("3171015708450002", key)
+    # named by the key: without it, trying every NIK finds nothing
+    assert nik_case(nik, IndexKey(b"j" * 32)) != case
+
+
+def test_a_nik_index_case_of_an_earlier_version_is_renamed_to_the_same_case():
+    nik, key = "3171015708450001", IndexKey(b"k" * 32)
+    unkeyed = "nik-" + hashlib.sha256(nik.encode()).hexdigest()[:40]  # as earlier versions named it
+    assert rekeyed_nik_case(unkeyed, key) == nik_case(nik, key)
+    assert rekeyed_nik_case(nik_case(nik, key), key) is None
+    assert rekeyed_nik_case("register-2026", key) is None
+
+
+def test_an_index_key_is_long_enough():
+    with pytest.raises(ValueError, match="BAPAS_PRIVACY_INDEX_KEY.*32"):
+        IndexKey(b"short")

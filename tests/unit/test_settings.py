@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from shared.privacy import IndexKey
+from shared.runtime import index_key
 from shared.settings import DEV_DATABASE_URL, SERVICE_PORTS, Settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 SECRET = "s" * 32
 DSN = "postgresql://bapas@db.internal:5432/bapas"
@@ -142,3 +150,30 @@ def test_settings_are_frozen(monkeypatch):
     s = Settings()
     with pytest.raises(ValidationError):
         s.nats_url = "nats://elsewhere:4222"
+
+
+def test_registration_refuses_to_start_in_production_without_an_index_key(monkeypatch):
+    """The NIK index is named with BAPAS_PRIVACY_INDEX_KEY: no default outside development,
+    and a service that needs it says so before it connects to anything."""
+    monkeypatch.setenv("BAPAS_JWT_SECRET", SECRET)
+    monkeypatch.setenv("BAPAS_DATABASE_URL", DSN)
+    with pytest.raises(ValueError, match="BAPAS_PRIVACY_INDEX_KEY"):
+        index_key(Settings())
+    monkeypatch.setenv("BAPAS_PRIVACY_INDEX_KEY", "short")
+    with pytest.raises(ValueError, match="at least 32"):
+        index_key(Settings())
+    key = "i" * 32
+    monkeypatch.setenv("BAPAS_PRIVACY_INDEX_KEY", key)
+    assert index_key(Settings()).digest("x") == IndexKey(key.encode()).digest("x")
+    assert key not in repr(Settings())
+
+    monkeypatch.delenv("BAPAS_PRIVACY_INDEX_KEY")
+    # development derives one from the token secret: the same one every time
+    dev = Settings(env="development", jwt_secret=SECRET)
+    assert index_key(dev).digest("x") == index_key(dev).digest("x") != IndexKey(
+        key.encode()).digest("x")
+    monkeypatch.setenv("BAPAS_PRIVACY_MASTER_KEYS", "m=" + base64.b64encode(b"k" * 32).decode())
+    result = subprocess.run([sys.executable, "-m", "services.registration"], check=False, cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert "BAPAS_PRIVACY_INDEX_KEY" in result.stderr
