@@ -5,11 +5,15 @@ chain whole, the erasure itself on the record."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
+import nats.js.errors
 import pytest
 
+from services.audit.history import verify_bundle
 from services.guidance.app import definition as guidance
 from services.registration.app import definition as registration
 from services.supervision.app import definition as supervision
@@ -312,3 +316,84 @@ async def test_the_supervision_view_says_the_person_is_erased(settings, streams)
         assert (await erase(reg, cid)).status_code == 200
         await eventually(lambda: sv.http.get(f"/v1/supervision/{cid}", headers=sv.token()),
                          until=lambda r: r.status_code == 200 and r.json()["erased"] is True)
+
+
+NOTE = "Catatan rumah tangga yang pribadi"
+PERSONAL_VALUES = (NAME, NIK, "Jl. Kemang Raya No. 5", "+6281234567890", "+6281111111111",
+                   NOTE, hashlib.sha256(NIK.encode()).hexdigest()[:16])
+
+
+def personal_in(text: str) -> list[str]:
+    """The personal values found in `text`, as written or hex-encoded (bytea columns)."""
+    low = text.lower()
+    return [v for v in PERSONAL_VALUES if v in text or v.encode().hex() in low]
+
+
+async def every_table(pool, namespace: str) -> str:
+    """Every row of every table of the test's schemas, as text."""
+    out = []
+    tables = await pool.fetch(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema LIKE $1 AND table_type = 'BASE TABLE'", namespace + "%")
+    for t in tables:
+        name = f'"{t["table_schema"]}"."{t["table_name"]}"'
+        out += [f"{name} {r[0]}" for r in await pool.fetch(f"SELECT row_to_json(t)::text "
+                                                             f"FROM {name} t")]
+    return "\n".join(out)
+
+
+async def every_stream(nc, namespace: str) -> str:
+    """Every message of every stream of the test's namespace, subject, headers and body."""
+    js = nc.jetstream()
+    out = []
+    for info in await js.streams_info():
+        if not info.config.name.startswith(namespace.upper() + "_") or not info.state.messages:
+            continue
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                m = await js.get_msg(info.config.name, seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            out.append(f"{info.config.name} {m.subject} {m.headers} "
+                       f"{(m.data or b'').decode(errors='replace')}")
+    return "\n".join(out)
+
+
+async def test_an_erased_person_appears_nowhere(settings, streams, namespace):
+    """After erasure no personal value, nor a digest that gives the NIK back, is in any
+    stream read raw (the agency feed's and the keys' included), any table of any service,
+    or the auditor's export."""
+    from services.audit.app import definition as audit
+    from services.notification.app import definition as notification
+
+    now = settings.model_copy(update={"privacy_retention_days": 0})
+    async with running(registration, now) as reg, running(guidance, now) as gd, \
+            running(supervision, now) as sv, running(notification, now) as nt, \
+            running(audit, now) as au:
+        cid = await registered(reg)
+        await eventually(lambda: sv.http.get(f"/v1/supervision/{cid}", headers=sv.token()),
+                         until=lambda r: r.status_code == 200)
+        visit = await sv.http.post(f"/v1/supervision/{cid}/visits", headers=sv.token(), json={
+            "kind": "KUNJUNGAN_RUMAH", "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+            "outcome": "MET_COMPLIED", "notes": NOTE})
+        assert visit.status_code == 200, visit.text
+        auditor = au.token("pusat", "auditor", sub="auditor-1")
+        export = f"/v1/audit/clients/{cid}/export"
+        await eventually(lambda: au.http.get(export, headers=auditor),
+                         until=lambda r: r.status_code == 200 and len(r.json()["messages"]) >= 3)
+        # the read models hold the data in clear until the erasure: the sweep sees it
+        await eventually(lambda: every_table(reg.kernel.pool, namespace),
+                         until=lambda text: {NAME, NIK, "+6281234567890"} <= set(personal_in(text)))
+        await closed(reg, gd, cid)
+        assert (await erase(reg, cid)).status_code == 200
+        await eventually(lambda: nt.kernel.pool.fetchval(
+            f'SELECT full_name FROM "{nt.kernel.schema}".contacts WHERE client_id = $1', cid),
+            equals="")
+        await eventually(lambda: every_table(reg.kernel.pool, namespace),
+                         until=lambda text: not personal_in(text))
+        assert personal_in(await every_stream(reg.kernel.nc, namespace)) == []
+        bundle = (await au.http.get(export, headers=auditor)).json()
+        bodies = "\n".join(base64.b64decode(m["body"]).decode(errors="replace")
+                           for m in bundle["messages"])
+        assert personal_in(json.dumps(bundle)) == [] and personal_in(bodies) == []
+        assert verify_bundle(bundle)["intact"]
