@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .privacy import SEALED_PREFIX, KeyRing, open_value
+from .privacy import SEALED_PREFIX, KeyRing, open_paths, open_value, personal_paths
 
 __all__ = [
     "Event", "EventRegistry", "EventCatalog", "RecordedEvent", "NewEvent", "Metadata",
@@ -98,7 +98,9 @@ class EventRegistry:
                     f"{name} version {version} is newer than this service knows "
                     f"(latest {cls.event_version})")
             data = json.loads(body)
-            if sealed:
+            if sealed and version == cls.event_version and isinstance(data, dict):
+                data = open_paths(data, personal_paths(cls), subject, keys)
+            elif sealed:  # an older version: its personal fields may lie elsewhere
                 data = open_value(data, subject, keys)
             if version == cls.event_version:
                 return cls.model_validate(data)

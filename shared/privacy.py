@@ -50,7 +50,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, get_args, get_origin
 
@@ -272,6 +272,12 @@ class _DataKey:
     kid: str
     key: bytes | None  # None: destroyed
     fetched: float
+    aead: AESGCM | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.key is not None and self.aead is None:
+            # made once: every value of the person uses it
+            object.__setattr__(self, "aead", AESGCM(self.key))
 
 
 def is_sealed(value: object) -> bool:
@@ -395,7 +401,7 @@ class KeyRing:
         if key.key is None:
             raise ErasedPerson(subject)
         nonce = os.urandom(12)
-        sealed = AESGCM(key.key).encrypt(nonce, json.dumps(value).encode(), subject.encode())
+        sealed = key.aead.encrypt(nonce, json.dumps(value).encode(), subject.encode())
         return f"{SEALED_PREFIX}{key.kid}:{base64.b64encode(nonce + sealed).decode()}"
 
     def open(self, subject: str, value: str) -> Any:
@@ -407,7 +413,7 @@ class KeyRing:
         if kid != key.kid:
             return None
         raw = base64.b64decode(blob)
-        return json.loads(AESGCM(key.key).decrypt(raw[:12], raw[12:], subject.encode()))
+        return json.loads(key.aead.decrypt(raw[:12], raw[12:], subject.encode()))
 
     def forget(self, subjects: Iterable[str]) -> None:
         """Drop these persons' keys from memory (an erasure elsewhere): the next read
@@ -520,6 +526,21 @@ def seal_body(data: BaseModel, subject: str, keys: KeyRing) -> bytes:
         if isinstance(node, dict) and node.get(path[-1]) is not None:
             node[path[-1]] = keys.seal(subject, node[path[-1]])
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def open_paths(doc: dict, paths: tuple[tuple[str, ...], ...], subject: str,
+               keys: KeyRing | None) -> dict:
+    """`doc` (a body of the model whose personal paths these are) with the sealed values
+    at those paths opened in place: the walk `seal_body` made, and nothing else."""
+    for path in paths:
+        node: Any = doc
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and is_sealed(value := node.get(path[-1])):
+            node[path[-1]] = keys.open(subject, value) if keys is not None else None
+    return doc
 
 
 def open_value(doc: Any, subject: str, keys: KeyRing | None) -> Any:

@@ -831,6 +831,12 @@ class ProjectionRunner:
 
     # ------------------------------------------------------------------------ applying
 
+    def _handles(self, headers: dict[str, str]) -> bool:
+        try:
+            return parse_ce_type(headers.get("ce-type", ""))[0] in self.handlers
+        except ValueError:
+            return False
+
     def _decode(self, item: _Item) -> RecordedEvent | EventDecodeError | None:
         """The event, None if this projection does not handle its type, or why it is poison."""
         try:
@@ -851,9 +857,10 @@ class ProjectionRunner:
         return event
 
     async def _open_keys(self, items: Sequence[_Item]) -> None:
+        """The keys of the sealed events among `items` that this projection handles."""
         if self.keys is not None:
             subjects = [it.headers.get("ce-subject", "") for it in items
-                        if SEALED_MARK in it.body]
+                        if SEALED_MARK in it.body and self._handles(it.headers)]
             if subjects:
                 await self.keys.prepare(subjects)
 
