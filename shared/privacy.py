@@ -518,12 +518,8 @@ def seal_body(data: BaseModel, subject: str, keys: KeyRing) -> bytes:
         return data.model_dump_json().encode()
     doc = data.model_dump(mode="json")
     for path in paths:
-        node: Any = doc
-        for part in path[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, dict) and node.get(path[-1]) is not None:
+        node = _holder(doc, path)
+        if node is not None and node.get(path[-1]) is not None:
             node[path[-1]] = keys.seal(subject, node[path[-1]])
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -533,14 +529,18 @@ def open_paths(doc: dict, paths: tuple[tuple[str, ...], ...], subject: str,
     """`doc` (a body of the model whose personal paths these are) with the sealed values
     at those paths opened in place: the walk `seal_body` made, and nothing else."""
     for path in paths:
-        node: Any = doc
-        for part in path[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, dict) and is_sealed(value := node.get(path[-1])):
+        node = _holder(doc, path)
+        if node is not None and is_sealed(value := node.get(path[-1])):
             node[path[-1]] = keys.open(subject, value) if keys is not None else None
     return doc
+
+
+def _holder(doc: Any, path: tuple[str, ...]) -> dict | None:
+    """The dict that holds the value at `path` in a body, None where there is none."""
+    node = doc
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
 
 
 def open_value(doc: Any, subject: str, keys: KeyRing | None) -> Any:
