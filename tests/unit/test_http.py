@@ -238,10 +238,10 @@ def test_an_expired_token_is_401_saying_so():
 
 def test_a_token_verified_before_still_expires():
     service = TokenService(SECRET)
-    token = service.issue("pk-0007", "jaksel", ["pk"], ttl_s=1)
+    token = service.issue("pk-0007", "jaksel", ["pk"], ttl_s=2)  # whole seconds: at least one second left
     assert service.verify(token).sub == "pk-0007"
     assert service.verify(token).sub == "pk-0007"  # remembered
-    time.sleep(1.1)  # past its (whole-second) expiry
+    time.sleep(2.1)  # past its (whole-second) expiry
     with pytest.raises(Problem) as refused:
         service.verify(token)
     assert refused.value.status == 401 and "expired" in refused.value.detail
