@@ -15,6 +15,11 @@ requests, where it otherwise raises `nats.errors.TimeoutError`. FastStream's bat
 catches only the latter, so the bare one ended its fetch task and dropped the messages it
 had collected (delivered, never handled). nats' error is a subclass of asyncio's, so any
 caller that caught the bare one still catches it.
+
+And it takes a message already waiting in a subscription's queue without a task: nats-py's
+`next_msg` makes a UUID, a task and a `wait_for` for each call, and a pull fetch calls it
+once per message, so for FastStream's subscribers that was most of what a fetched message
+cost on our side. A queue with nothing waiting goes the library's own way, timeout and all.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import asyncio
 
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 
 __all__ = ["parse_header_lines", "install"]
@@ -35,6 +41,7 @@ _BYTES_WHITESPACE = " \t\n\r\x0b\x0c"
 _SPACE = re.compile(r"\s")  # for str patterns: exactly the characters str.isspace() accepts
 _ORIGINAL = Client.__dict__.get("_parse_header_lines")
 _ORIGINAL_FETCH = JetStreamContext.PullSubscription.fetch
+_ORIGINAL_NEXT_MSG = Subscription.next_msg
 
 
 def parse_header_lines(raw: bytes) -> dict[str, str]:
@@ -82,7 +89,18 @@ def install() -> bool:
         return False
     Client._parse_header_lines = staticmethod(parse_header_lines)
     JetStreamContext.PullSubscription.fetch = _fetch
+    Subscription.next_msg = _next_msg
     return True
+
+
+async def _next_msg(self: Subscription, timeout: float | None = 1.0):
+    queue = self._pending_queue
+    if queue is not None and not queue.empty() and not self._cb and not self._conn.is_closed:
+        msg = queue.get_nowait()  # what the library's path ends with, less its task
+        self._pending_size -= len(msg.data)
+        queue.task_done()
+        return msg
+    return await _ORIGINAL_NEXT_MSG(self, timeout)
 
 
 async def _fetch(self, *args, **kwargs):

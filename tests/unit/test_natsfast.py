@@ -77,3 +77,32 @@ def test_the_fetch_fix_is_installed_with_the_parser():
 
     assert natsfast.install()
     assert JetStreamContext.PullSubscription.fetch is natsfast._fetch
+
+
+async def test_next_msg_takes_what_waits_in_order_and_still_times_out(nc):
+    """The queued message comes without a task; an empty queue waits as nats-py's does."""
+    import asyncio
+
+    import nats.errors
+    from nats.aio.subscription import Subscription
+
+    from shared import natsfast
+
+    assert natsfast.install() and Subscription.next_msg is natsfast._next_msg
+    sub = await nc.subscribe("natsfast.next")
+    for i in range(3):
+        await nc.publish("natsfast.next", b"m%d" % i)
+    await nc.flush()
+    for _ in range(50):  # the read loop queues them
+        if sub.pending_msgs == 3:
+            break
+        await asyncio.sleep(0.01)
+    got = [(await sub.next_msg(timeout=1)).data for _ in range(3)]
+    assert got == [b"m0", b"m1", b"m2"]
+    assert sub.pending_msgs == 0 and sub.pending_bytes == 0
+    with pytest.raises(nats.errors.TimeoutError):
+        await sub.next_msg(timeout=0.05)
+    late = asyncio.create_task(sub.next_msg(timeout=2))  # nothing queued yet: it waits
+    await nc.publish("natsfast.next", b"late")
+    assert (await late).data == b"late"
+    await sub.unsubscribe()
