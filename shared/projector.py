@@ -1092,7 +1092,6 @@ async def _undecoded(message: Any) -> None:
     FastStream's own decoder (a JSON parse and a message object, with a fresh UUID, per
     message of every batch) was work thrown away: about a sixth of a notification
     consumer's time."""
-    return None
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:
