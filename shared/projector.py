@@ -96,6 +96,12 @@ class Projection:
     # faster than FastStream's batch subscriber; a projection with side effects may ask for
     # FastStream like the reactors.
     via_faststream: ClassVar[bool] = False
+    # A batch commits without waiting for its WAL flush (`synchronous_commit = off`): a
+    # crash of PostgreSQL may undo the last moments of commits, checkpoint included, and
+    # the batches after the checkpoint are applied again, as after any fault. True for a
+    # projection whose committed rows something outside acts on at once (a dispatcher
+    # sending what the commit recorded), which must not see a commit that is then undone.
+    commit_durably: ClassVar[bool] = False
 
     def handlers(self) -> Mapping[type[Event], Handler]:
         """Event type -> `async def handler(writer, event)`."""
@@ -112,6 +118,9 @@ class Reactor:
     # On an office's leaf: read the hub's streams (every office's events, over the leaf
     # connection) rather than the leaf's own, for reactions to other offices' events.
     reads_hub: ClassVar[bool] = False
+    # As for a projection: what a reactor appends has deterministic ids, so a checkpoint
+    # undone by a crash of PostgreSQL makes it append nothing twice.
+    commit_durably: ClassVar[bool] = False
 
     def handlers(self) -> Mapping[type[Event], Handler]:
         """Event type -> `async def handler(event)`."""
@@ -987,9 +996,13 @@ class ProjectionRunner:
         return applied
 
     async def _lock_position(self, conn: asyncpg.Connection, tag: str, stream: str) -> int:
+        """The checkpoint, locked for the batch's transaction, which it also sets to commit
+        durably or not (`commit_durably`) in the same round trip."""
         return await conn.fetchval(
-            f"SELECT position FROM {self.s}.projection_checkpoints WHERE projection = $1 "
-            "AND tag = $2 AND stream = $3 FOR UPDATE", self.name, tag, stream)
+            f"SELECT position, set_config('synchronous_commit', $4, true) "
+            f"FROM {self.s}.projection_checkpoints WHERE projection = $1 "
+            "AND tag = $2 AND stream = $3 FOR UPDATE", self.name, tag, stream,
+            "on" if self.target.commit_durably else "off")
 
     async def _save_position(self, conn: asyncpg.Connection, tag: str, stream: str,
                              seq: int) -> None:

@@ -31,6 +31,7 @@ class DeliveryRouter(Projection):
     version = 1
     contexts = ("registration", "guidance", "supervision")
     via_faststream = True  # a notification consumer: FastStream's subscriber, as reactors
+    commit_durably = True  # the dispatcher sends the deliveries as soon as they are committed
     tables = {"contacts": """
         CREATE TABLE {table} (
             client_id       text PRIMARY KEY,

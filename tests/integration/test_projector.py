@@ -308,6 +308,29 @@ async def test_unhandled_event_types_only_move_the_checkpoint(kit, nc, pool, top
 
 
 
+@pytest.mark.parametrize("durably", [False, True])
+async def test_a_batch_commits_durably_only_where_the_projection_asks(
+        kit, nc, pool, topology, durably):
+    """A read model's batch does not wait for its WAL flush: after a crash of PostgreSQL
+    it is applied again from the checkpoint. One that something sends from at once waits."""
+    store, runner, schema, *_ = kit
+    seen: list[str] = []
+
+    class Watched(Balances):
+        commit_durably = durably
+
+        async def opened(self, w, e) -> None:
+            seen.append(await w.fetchval("SELECT current_setting('synchronous_commit')"))
+            await super().opened(w, e)
+
+    refs = await fill(runner, 3, 1)
+    async with running(projector(kit, nc, pool, topology, target=Watched())):
+        await eventually(lambda: projected(pool, schema), equals=await fold_all(store, refs))
+    assert set(seen) == {"on" if durably else "off"}
+    async with pool.acquire() as conn:  # the setting was the transaction's, not the pool's
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
 async def test_one_ack_per_batch_and_an_older_explicit_ack_consumer_is_replaced(
         kit, nc, pool, topology):
     """The consumer acks all up to a sequence, so one ack settles a batch. A consumer left
