@@ -734,10 +734,9 @@ class ProjectionRunner:
                     async with asyncio.timeout(self.fetch_wait):
                         await arrived.wait()
                 arrived.clear()
-                self._check_connection(state)
                 await asyncio.sleep(0)  # let the handlers of one fetch all hand over
                 for stream, items in waiting.items():
-                    if not items:
+                    if not items:  # a consumer gone with a restarted server: NotFound here
                         await self._lag_from_server(tag, stream)
                         continue
                     batch = self._contiguous(stream, items, next_delivery[stream])
